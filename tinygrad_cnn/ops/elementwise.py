@@ -1,0 +1,143 @@
+"""Elementwise ops. Binary ops broadcast like NumPy; the engine sums gradients back down."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+
+
+class BinaryOp(Function, register=False):
+    """Base for broadcasting binary ops: turns a shape mismatch into a clear ValueError."""
+
+    def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        try:
+            return self.compute(a, b)
+        except ValueError:
+            raise ValueError(
+                f"{self.name.lower()}: operands with shapes {a.shape} and {b.shape} cannot be "
+                "broadcast together"
+            ) from None
+
+    def compute(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class Add(BinaryOp):
+    def compute(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return gy, gy
+
+
+class Sub(BinaryOp):
+    def compute(self, a, b):
+        return a - b
+
+    def backward(self, gy):
+        return gy, (-gy if self.needs_input_grad[1] else None)
+
+
+class Mul(BinaryOp):
+    def compute(self, a, b):
+        self.save(a=a, b=b)
+        return a * b
+
+    def backward(self, gy):
+        a, b = self.saved["a"], self.saved["b"]
+        ga = gy * b if self.needs_input_grad[0] else None
+        gb = gy * a if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Div(BinaryOp):
+    def compute(self, a, b):
+        self.save(a=a, b=b)
+        return a / b
+
+    def backward(self, gy):
+        a, b = self.saved["a"], self.saved["b"]
+        ga = gy / b if self.needs_input_grad[0] else None
+        gb = -gy * a / (b * b) if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Neg(Function):
+    def forward(self, x):
+        return -x
+
+    def backward(self, gy):
+        return -gy
+
+
+class Pow(Function):
+    """``x ** exponent`` for a Python-number exponent."""
+
+    attr_names = ("exponent",)
+    exponent: float
+
+    def forward(self, x):
+        self.save(x=x)
+        return x**self.exponent
+
+    def backward(self, gy):
+        x = self.saved["x"]
+        p = self.exponent
+        return gy * (p * x ** (p - 1))
+
+
+class Exp(Function):
+    def forward(self, x):
+        y = np.exp(x)
+        self.save(y=y)
+        return y
+
+    def backward(self, gy):
+        return gy * self.saved["y"]
+
+
+class Log(Function):
+    def forward(self, x):
+        self.save(x=x)
+        return np.log(x)
+
+    def backward(self, gy):
+        return gy / self.saved["x"]
+
+
+class ReLU(Function):
+    """max(x, 0); the gradient at exactly 0 is taken as 0."""
+
+    def forward(self, x):
+        y = np.maximum(x, 0)
+        self.save(y=y)
+        return y
+
+    def backward(self, gy):
+        return gy * (self.saved["y"] > 0)
+
+
+class Sigmoid(Function):
+    def forward(self, x):
+        # 0.5 * (1 + tanh(x / 2)) never overflows, unlike 1 / (1 + exp(-x)).
+        y = np.tanh(x * 0.5)
+        y += 1
+        y *= 0.5
+        self.save(y=y)
+        return y
+
+    def backward(self, gy):
+        y = self.saved["y"]
+        return gy * y * (1 - y)
+
+
+class Tanh(Function):
+    def forward(self, x):
+        y = np.tanh(x)
+        self.save(y=y)
+        return y
+
+    def backward(self, gy):
+        y = self.saved["y"]
+        return gy * (1 - y * y)

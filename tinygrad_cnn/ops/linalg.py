@@ -1,0 +1,63 @@
+"""Matrix products: ``matmul`` (2-D and batched) and the fused affine map ``linear``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function
+
+
+class MatMul(Function):
+    """``a @ b`` for a (..., N, K) and b (..., K, M); batch dims broadcast."""
+
+    def forward(self, a, b):
+        if a.ndim < 2 or b.ndim < 2:
+            raise ValueError(
+                f"matmul: both operands need at least 2 dims, got shapes {a.shape} and {b.shape}"
+            )
+        if a.shape[-1] != b.shape[-2]:
+            raise ValueError(
+                f"matmul: inner dimensions differ: a {a.shape} has {a.shape[-1]} columns, "
+                f"b {b.shape} has {b.shape[-2]} rows"
+            )
+        try:
+            np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+        except ValueError:
+            raise ValueError(
+                f"matmul: batch dims of a {a.shape} and b {b.shape} cannot be broadcast"
+            ) from None
+        self.save(a=a, b=b)
+        return a @ b
+
+    def backward(self, gy):
+        a, b = self.saved["a"], self.saved["b"]
+        ga = gy @ np.swapaxes(b, -1, -2) if self.needs_input_grad[0] else None
+        gb = np.swapaxes(a, -1, -2) @ gy if self.needs_input_grad[1] else None
+        return ga, gb
+
+
+class Linear(Function):
+    """``x @ w + b`` with x (N, IN), w (IN, OUT), b (OUT,) — the book's affine layer."""
+
+    def forward(self, x, w, b=None):
+        if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+            raise ValueError(
+                f"linear: expected x (N, IN) and w (IN, OUT), got x {x.shape} and w {w.shape}"
+            )
+        if b is not None and b.shape != (w.shape[1],):
+            raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
+        self.save(x=x, w=w)
+        y = x @ w
+        if b is not None:
+            y += b
+        return y
+
+    def backward(self, gy):
+        x, w = self.saved["x"], self.saved["w"]
+        need = self.needs_input_grad
+        gx = gy @ w.T if need[0] else None
+        gw = x.T @ gy if need[1] else None
+        if len(need) == 2:
+            return gx, gw
+        gb = gy.sum(axis=0) if need[2] else None
+        return gx, gw, gb

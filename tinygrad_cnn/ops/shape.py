@@ -1,0 +1,149 @@
+"""Reductions and shape ops: sum, mean, max, reshape, transpose, indexing."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ..autograd import Function
+
+
+def _normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
+    """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, int | np.integer) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < max(ndim, 1):
+            raise ValueError(f"{op}: axis {a} is out of range for an input with {ndim} dims")
+        out.append(int(a) % max(ndim, 1))
+    if len(set(out)) != len(out):
+        raise ValueError(f"{op}: repeated axis in {axis}")
+    return tuple(sorted(out))
+
+
+def _expand(gy: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """Reinsert reduced axes as size 1 so ``gy`` broadcasts against the input."""
+    return gy if keepdims else np.expand_dims(gy, axes)
+
+
+class Sum(Function):
+    attr_names = ("axis", "keepdims")
+    axis: tuple[int, ...]
+    keepdims: bool
+
+    def forward(self, x):
+        self.shape = x.shape
+        return np.sum(x, axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        return np.broadcast_to(_expand(gy, self.axis, self.keepdims), self.shape)
+
+
+class Mean(Function):
+    attr_names = ("axis", "keepdims")
+    axis: tuple[int, ...]
+    keepdims: bool
+
+    def forward(self, x):
+        self.shape = x.shape
+        self.count = int(np.prod([x.shape[a] for a in self.axis]))
+        return np.mean(x, axis=self.axis, keepdims=self.keepdims)
+
+    def backward(self, gy):
+        g = _expand(gy, self.axis, self.keepdims) / self.count
+        return np.broadcast_to(g, self.shape)
+
+
+class Max(Function):
+    """Max over one axis (or all). The gradient goes to the first maximal element."""
+
+    attr_names = ("axis", "keepdims")
+    axis: int | None
+    keepdims: bool
+
+    def forward(self, x):
+        flat = x.reshape(-1) if self.axis is None else x
+        axis = 0 if self.axis is None else self.axis
+        idx = np.expand_dims(np.argmax(flat, axis=axis), axis)
+        y = np.take_along_axis(flat, idx, axis=axis)
+        self.save(idx=idx)
+        self.shape, self.flat_shape = x.shape, flat.shape
+        if self.axis is None:
+            return y.reshape((1,) * x.ndim) if self.keepdims else y.reshape(())
+        return y if self.keepdims else np.squeeze(y, axis)
+
+    def backward(self, gy):
+        axis = 0 if self.axis is None else self.axis
+        g = np.zeros(self.flat_shape, dtype=gy.dtype)
+        vals = gy.reshape(self.saved["idx"].shape)
+        np.put_along_axis(g, self.saved["idx"], vals, axis=axis)
+        return g.reshape(self.shape)
+
+
+class Reshape(Function):
+    attr_names = ("shape",)
+    shape: tuple[int, ...]
+
+    def forward(self, x):
+        self.in_shape = x.shape
+        try:
+            return x.reshape(self.shape)
+        except ValueError:
+            raise ValueError(
+                f"reshape: cannot reshape input of shape {x.shape} ({x.size} elements) "
+                f"into shape {self.shape}"
+            ) from None
+
+    def backward(self, gy):
+        return gy.reshape(self.in_shape)
+
+
+class Transpose(Function):
+    attr_names = ("axes",)
+    axes: tuple[int, ...] | None
+
+    def forward(self, x):
+        if self.axes is not None and sorted(a % max(x.ndim, 1) for a in self.axes) != list(
+            range(x.ndim)
+        ):
+            raise ValueError(
+                f"transpose: axes {self.axes} are not a permutation of the {x.ndim} dims of "
+                f"an input of shape {x.shape}"
+            )
+        return np.transpose(x, self.axes)
+
+    def backward(self, gy):
+        if self.axes is None:
+            return np.transpose(gy)
+        return np.transpose(gy, np.argsort([a % gy.ndim for a in self.axes]))
+
+
+def _is_basic_index(index: Any) -> bool:
+    """True for ints, slices, None and Ellipsis: such an index never repeats an element."""
+    items = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, int | np.integer | slice) or i is None or i is Ellipsis for i in items)
+
+
+class GetItem(Function):
+    """``x[index]`` with basic or integer-array indexing; repeated indices accumulate."""
+
+    attr_names = ("index",)
+    index: Any
+
+    def forward(self, x):
+        self.shape = x.shape
+        try:
+            return np.asarray(x[self.index])
+        except IndexError as e:
+            raise IndexError(f"getitem: {e} (input shape {x.shape})") from None
+
+    def backward(self, gy):
+        g = np.zeros(self.shape, dtype=gy.dtype)
+        if _is_basic_index(self.index):
+            g[self.index] = gy
+        else:
+            np.add.at(g, self.index, gy)
+        return g

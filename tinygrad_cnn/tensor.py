@@ -1,0 +1,244 @@
+"""``Tensor``: an ndarray that remembers how it was made, so gradients can flow back."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from . import autograd
+
+if TYPE_CHECKING:
+    from .autograd import Function
+
+Axis = int | tuple[int, ...] | None
+
+
+class Tensor:
+    """A NumPy array in a dynamic computation graph.
+
+    Parameters
+    ----------
+    data : array_like
+        Float arrays keep their dtype; Python scalars and lists become float32;
+        integer arrays stay integer (useful for labels) but cannot require grad.
+    requires_grad : bool
+        Record operations on this tensor so ``backward`` can fill ``.grad``.
+    name : str, optional
+        Shown in graph renderings and error messages (parameters get dotted names).
+
+    Examples
+    --------
+    >>> x = Tensor([1.0, 2.0], requires_grad=True)
+    >>> (x * x).sum().backward()
+    >>> x.grad
+    array([2., 4.], dtype=float32)
+    """
+
+    __slots__ = ("data", "grad", "requires_grad", "name", "_ctx", "__weakref__")
+    # Make NumPy defer to our reflected operators: ``ndarray * Tensor`` gives a Tensor.
+    __array_ufunc__ = None
+    __hash__ = object.__hash__
+
+    def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
+        if isinstance(data, Tensor):
+            data = data.data
+        if isinstance(data, np.ndarray | np.generic):
+            arr = np.asarray(data)
+        else:  # Python scalars and (nested) lists
+            arr = np.asarray(data, dtype=np.float32)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"Tensor: unsupported dtype {arr.dtype}")
+        if requires_grad and arr.dtype.kind != "f":
+            raise TypeError(
+                f"Tensor: only floating-point tensors can require grad, got dtype {arr.dtype}"
+            )
+        self.data: np.ndarray = arr
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self.name = name
+        self._ctx: Function | None = None
+
+    # ----------------------------------------------------------------- properties
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def is_leaf(self) -> bool:
+        return self._ctx is None
+
+    @property
+    def op(self) -> Function | None:
+        """The op that produced this tensor, or None for a leaf."""
+        return self._ctx
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __repr__(self) -> str:
+        body = np.array2string(
+            self.data, precision=4, separator=", ", threshold=20, prefix="Tensor("
+        )
+        extra = [f"shape={self.shape}", f"dtype={self.dtype}"]
+        if self.name:
+            extra.insert(0, f"name={self.name!r}")
+        if self._ctx is not None:
+            extra.append(f"op={self._ctx.name}")
+        elif self.requires_grad:
+            extra.append("requires_grad=True")
+        return f"Tensor({body}, {', '.join(extra)})"
+
+    # ----------------------------------------------------------------- conversion
+    def numpy(self) -> np.ndarray:
+        """The underlying array (not a copy)."""
+        return self.data
+
+    def item(self) -> float | int:
+        if self.size != 1:
+            raise ValueError(f"item: tensor of shape {self.shape} has {self.size} elements, not 1")
+        return self.data.item()
+
+    def detach(self) -> Tensor:
+        """A new leaf sharing this tensor's data, outside any graph."""
+        return Tensor(self.data, requires_grad=False, name=self.name)
+
+    def astype(self, dtype: Any) -> Tensor:
+        """A leaf copy with another dtype (not differentiable)."""
+        return Tensor(self.data.astype(dtype), name=self.name)
+
+    def zero_grad(self) -> None:
+        self.grad = None
+
+    # ----------------------------------------------------------------- autograd
+    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+        """Backpropagate from this tensor, accumulating into ``.grad`` of the leaves.
+
+        Leaf gradients accumulate across calls (as in PyTorch): zero them between steps.
+        The graph is freed afterwards unless ``retain_graph=True``.
+        """
+        autograd.backward(self, grad, retain_graph=retain_graph)
+
+    # ----------------------------------------------------------------- operators
+    def __add__(self, other: Any) -> Tensor:
+        return F.add(self, other)
+
+    def __radd__(self, other: Any) -> Tensor:
+        return F.add(other, self)
+
+    def __sub__(self, other: Any) -> Tensor:
+        return F.sub(self, other)
+
+    def __rsub__(self, other: Any) -> Tensor:
+        return F.sub(other, self)
+
+    def __mul__(self, other: Any) -> Tensor:
+        return F.mul(self, other)
+
+    def __rmul__(self, other: Any) -> Tensor:
+        return F.mul(other, self)
+
+    def __truediv__(self, other: Any) -> Tensor:
+        return F.div(self, other)
+
+    def __rtruediv__(self, other: Any) -> Tensor:
+        return F.div(other, self)
+
+    def __neg__(self) -> Tensor:
+        return F.neg(self)
+
+    def __pow__(self, exponent: float) -> Tensor:
+        return F.pow(self, exponent)
+
+    def __matmul__(self, other: Any) -> Tensor:
+        return F.matmul(self, other)
+
+    def __rmatmul__(self, other: Any) -> Tensor:
+        return F.matmul(other, self)
+
+    def __getitem__(self, index: Any) -> Tensor:
+        return F.getitem(self, index)
+
+    # ----------------------------------------------------------------- methods
+    def sum(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
+        return F.sum(self, axis, keepdims)
+
+    def mean(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
+        return F.mean(self, axis, keepdims)
+
+    def max(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
+        return F.max(self, axis, keepdims)
+
+    def reshape(self, *shape: Any) -> Tensor:
+        if len(shape) == 1 and isinstance(shape[0], tuple | list):
+            shape = tuple(shape[0])
+        return F.reshape(self, shape)
+
+    def transpose(self, *axes: int) -> Tensor:
+        if len(axes) == 1 and isinstance(axes[0], tuple | list):
+            axes = tuple(axes[0])
+        return F.transpose(self, axes or None)
+
+    @property
+    def T(self) -> Tensor:
+        return F.transpose(self, None)
+
+    def flatten(self, start_dim: int = 1) -> Tensor:
+        return F.flatten(self, start_dim)
+
+    def exp(self) -> Tensor:
+        return F.exp(self)
+
+    def log(self) -> Tensor:
+        return F.log(self)
+
+    def relu(self) -> Tensor:
+        return F.relu(self)
+
+    def sigmoid(self) -> Tensor:
+        return F.sigmoid(self)
+
+    def tanh(self) -> Tensor:
+        return F.tanh(self)
+
+    def plot(self, path: str, **kwargs: Any) -> Any:
+        """Render the graph that produced this tensor (see ``tinygrad_cnn.viz.render_graph``)."""
+        from .viz import render_graph
+
+        return render_graph(self, path, **kwargs)
+
+    def _repr_svg_(self) -> str | None:
+        """Jupyter: show the graph of a non-leaf tensor inline."""
+        if self._ctx is None:
+            return None
+        from .viz import draw_graph
+
+        try:
+            return draw_graph(self)._repr_image_svg_xml()
+        except Exception:  # no ``dot`` binary: fall back to the text repr
+            return None
+
+
+def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:
+    """Wrap ``x`` as a Tensor. Python scalars take ``like``'s float dtype (no silent upcast)."""
+    if isinstance(x, Tensor):
+        return x
+    if isinstance(x, int | float) and not isinstance(x, bool) and like is not None:
+        dtype = like.dtype if like.dtype.kind == "f" else np.float32
+        return Tensor(np.asarray(x, dtype=dtype))
+    return Tensor(x)
+
+
+from . import functional as F  # noqa: E402  (functional imports Tensor; import last)

@@ -1,0 +1,170 @@
+"""Gradient checking for any function built from Tensor ops — including your own ops.
+
+``gradcheck`` compares backward against float64 central differences element by element
+(thorough; for small inputs). ``check_vjp`` checks ``<u, J v> == <J^T u, v>`` for random u
+and v with two evaluations of the function, whatever its size (cheap; for real nets).
+
+Example
+-------
+>>> import numpy as np
+>>> from tinygrad_cnn import Tensor
+>>> from tinygrad_cnn.testing import gradcheck
+>>> x = Tensor(np.random.rand(3, 4) + 0.5, requires_grad=True)
+>>> gradcheck(lambda t: (t * t).log(), x)
+True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from .autograd import no_grad
+from .tensor import Tensor
+
+Fn = Callable[..., Tensor]
+
+
+def _prepare(inputs: Sequence[Any]) -> tuple[list[Any], list[int]]:
+    """Float64 leaf copies of the differentiable inputs; other inputs pass through."""
+    prepared: list[Any] = []
+    diff: list[int] = []
+    for i, x in enumerate(inputs):
+        if isinstance(x, Tensor) and x.requires_grad:
+            prepared.append(Tensor(x.data.astype(np.float64), requires_grad=True, name=x.name))
+            diff.append(i)
+        else:
+            prepared.append(x)
+    if not diff:
+        raise ValueError("gradcheck: no input requires grad; pass Tensors with requires_grad=True")
+    return prepared, diff
+
+
+def _label(inputs: Sequence[Any], i: int) -> str:
+    name = getattr(inputs[i], "name", None)
+    return f"input {i}" + (f" ({name!r})" if name else "")
+
+
+def _analytic(fn: Fn, xs: list[Any], diff: list[int], u: np.ndarray | None, seed: int):
+    """Run fn and backward with a random upstream gradient; return (u, grads)."""
+    out = fn(*xs)
+    if not isinstance(out, Tensor):
+        raise TypeError(f"gradcheck: fn must return a Tensor, got {type(out).__name__}")
+    if out.dtype != np.float64:
+        raise AssertionError(f"gradcheck: float64 inputs gave a {out.dtype} output")
+    if u is None:
+        u = np.random.default_rng(seed).standard_normal(out.shape)
+    out.backward(u)
+    grads = []
+    for i in diff:
+        g = xs[i].grad
+        if g is None:
+            g = np.zeros_like(xs[i].data)
+        if g.shape != xs[i].shape or g.dtype != np.float64:
+            raise AssertionError(
+                f"gradcheck: gradient of {_label(xs, i)} has shape {g.shape} and dtype {g.dtype}, "
+                f"expected {xs[i].shape} float64"
+            )
+        grads.append(g)
+    return u, grads
+
+
+def _project(fn: Fn, xs: list[Any], u: np.ndarray) -> float:
+    with no_grad():
+        return float(np.vdot(u, fn(*xs).data))
+
+
+def gradcheck(
+    fn: Fn,
+    *inputs: Any,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int = 0,
+) -> bool:
+    """Check ``fn``'s backward against float64 central differences for every input needing grad.
+
+    Parameters
+    ----------
+    fn : callable
+        Takes the inputs (in order) and returns a Tensor of any shape.
+    *inputs : Tensor or other
+        Tensors with ``requires_grad=True`` are checked (as float64 copies); anything else
+        (labels, constants) is passed to ``fn`` unchanged.
+    eps, rtol, atol : float
+        Step of the central difference and the ``allclose`` tolerances.
+    seed : int
+        Seed of the random upstream gradient ``u``; the check compares ``J^T u``.
+
+    Returns
+    -------
+    True, or raises ``AssertionError`` naming the input, the worst index and both values.
+    """
+    xs, diff = _prepare(inputs)
+    before = [x.data.copy() if isinstance(x, Tensor) else None for x in xs]
+    u, grads = _analytic(fn, xs, diff, None, seed)
+    for x, old in zip(xs, before, strict=True):
+        if old is not None and not np.array_equal(x.data, old, equal_nan=True):
+            raise AssertionError("gradcheck: fn or its backward modified an input in place")
+    for i, g in zip(diff, grads, strict=True):
+        x = xs[i].data
+        numeric = np.empty_like(x)
+        flat, nflat = x.reshape(-1), numeric.reshape(-1)
+        for k in range(flat.size):
+            orig = flat[k]
+            flat[k] = orig + eps
+            fp = _project(fn, xs, u)
+            flat[k] = orig - eps
+            fm = _project(fn, xs, u)
+            flat[k] = orig
+            nflat[k] = (fp - fm) / (2 * eps)
+        bad = np.abs(g - numeric) > atol + rtol * np.abs(numeric)
+        if bad.any():
+            err = np.abs(g - numeric) - rtol * np.abs(numeric)
+            worst = np.unravel_index(int(np.argmax(err)), x.shape)
+            raise AssertionError(
+                f"gradcheck: gradient of {_label(xs, i)} (shape {x.shape}) is wrong at index "
+                f"{tuple(int(j) for j in worst)}: backward gives {g[worst]!r}, finite "
+                f"differences give {numeric[worst]!r} ({int(bad.sum())} of {x.size} elements "
+                f"outside atol={atol}, rtol={rtol})"
+            )
+    return True
+
+
+def vjp_error(fn: Fn, *inputs: Any, eps: float = 1e-6, seed: int = 0) -> float:
+    """Relative error of the dot-product test ``<u, J v>`` vs ``<J^T u, v>``, in float64.
+
+    Costs one backward and two extra forward evaluations, whatever the input size.
+    """
+    xs, diff = _prepare(inputs)
+    rng = np.random.default_rng(seed)
+    u, grads = _analytic(fn, xs, diff, None, seed)
+    vs = [rng.standard_normal(xs[i].shape) for i in diff]
+    rhs = float(sum(np.vdot(g, v) for g, v in zip(grads, vs, strict=True)))
+    base = [xs[i].data for i in diff]
+    for sign, store in ((1.0, "plus"), (-1.0, "minus")):
+        for i, x0, v in zip(diff, base, vs, strict=True):
+            xs[i] = Tensor(x0 + sign * eps * v)
+        if store == "plus":
+            f_plus = _project(fn, xs, u)
+        else:
+            f_minus = _project(fn, xs, u)
+    lhs = (f_plus - f_minus) / (2 * eps)
+    scale = max(abs(lhs), abs(rhs), 1e-12)
+    return abs(lhs - rhs) / scale
+
+
+def check_vjp(fn: Fn, *inputs: Any, eps: float = 1e-6, rtol: float = 1e-5, seed: int = 0) -> float:
+    """Dot-product gradient test: assert ``<u, J v> ≈ <J^T u, v>`` for random u, v.
+
+    Cheap at realistic sizes (a whole net at batch size 100). Returns the relative error;
+    raises ``AssertionError`` when it exceeds ``rtol``.
+    """
+    err = vjp_error(fn, *inputs, eps=eps, seed=seed)
+    if not err <= rtol:
+        raise AssertionError(
+            f"check_vjp: <u, J v> and <J^T u, v> differ by a relative {err:.3e} (> rtol={rtol})"
+        )
+    return err
