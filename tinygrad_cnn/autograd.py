@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 _grad_enabled = True
+#: Names of the modules being called, outermost first; every recorded op keeps a copy.
+_scope: tuple[str, ...] = ()
 
 
 def is_grad_enabled() -> bool:
@@ -51,6 +53,18 @@ class _GradMode:
                 return fn(*args, **kwargs)
 
         return wrapper  # type: ignore[return-value]
+
+
+@contextmanager
+def module_scope(name: str) -> Iterator[None]:
+    """Tag ops recorded inside the block with ``name`` (nested blocks nest), for rendering."""
+    global _scope
+    saved = _scope
+    _scope = (*saved, name)
+    try:
+        yield
+    finally:
+        _scope = saved
 
 
 def no_grad() -> _GradMode:
@@ -137,6 +151,7 @@ class Function:
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
             fn.parents = tensors
+            fn.scope = _scope
             result._ctx = fn
             for hook in _creation_hooks:
                 hook(fn, tensors, result)

@@ -6,6 +6,7 @@ returns a Tensor recorded in the graph when any input requires grad.
 
 from __future__ import annotations
 
+import builtins
 from typing import Any
 
 import numpy as np
@@ -124,7 +125,7 @@ def transpose(x: TensorLike, axes: tuple[int, ...] | None = None) -> Tensor:
 def flatten(x: TensorLike, start_dim: int = 1) -> Tensor:
     """Merge dims ``start_dim..`` into one: (N, C, H, W) -> (N, C*H*W) by default."""
     x = as_tensor(x)
-    if not 0 <= start_dim < max(x.ndim, 1):
+    if not 0 <= start_dim < builtins.max(x.ndim, 1):
         raise ValueError(f"flatten: start_dim {start_dim} out of range for shape {x.shape}")
     return reshape(x, x.shape[:start_dim] + (-1,))
 
