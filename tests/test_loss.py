@@ -1,0 +1,100 @@
+"""Softmax cross-entropy: PyTorch reference, saturation, label forms, batch invariance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from oracles import REFERENCE_DIR, load_reference
+
+import tinygrad_cnn.functional as F
+from tinygrad_cnn import Tensor
+from tinygrad_cnn import strategies as tst
+
+
+@pytest.mark.skipif(not REFERENCE_DIR.is_dir(), reason=f"no reference vectors at {REFERENCE_DIR}")
+def test_matches_pytorch_reference_including_huge_logits():
+    cases = load_reference("softmax_cross_entropy")
+    assert cases
+    scales = set()
+    for c in cases:
+        z = Tensor(c["z"], requires_grad=True)
+        loss = F.softmax_cross_entropy(z, c["t"])
+        np.testing.assert_allclose(loss.data, c["loss"], rtol=1e-10)
+        loss.backward(c["g"])
+        np.testing.assert_allclose(z.grad, c["gz"], rtol=1e-10, atol=1e-14)
+        np.testing.assert_allclose(F.log_softmax(Tensor(c["z"])).data, c["log_softmax"], rtol=1e-10)
+        scales.add(float(c["scale"]))
+    assert max(scales) >= 1e4
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_saturated_logits_give_exact_finite_loss_and_grad(dtype):
+    z = Tensor(np.array([[1e4, -1e4, 0.0], [0.0, 1e4, -1e4]], dtype), requires_grad=True)
+    loss = F.softmax_cross_entropy(z, np.array([1, 1]))
+    # row 0: the right class is 2e4 below the max, so its loss is exactly 2e4; row 1: loss 0
+    assert loss.dtype == dtype and loss.item() == pytest.approx(1e4, rel=1e-6)
+    loss.backward()
+    assert np.isfinite(z.grad).all() and z.grad.dtype == dtype
+    np.testing.assert_allclose(z.grad, [[0.5, -0.5, 0.0], [0.0, 0.0, 0.0]], atol=1e-6)
+
+
+@given(data=st.data())
+def test_one_hot_labels_equal_integer_labels(data):
+    n, k = data.draw(st.integers(1, 6)), data.draw(st.integers(2, 5))
+    z = data.draw(tst.arrays((n, k)))
+    t = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    za, zb = Tensor(z, requires_grad=True), Tensor(z, requires_grad=True)
+    la, lb = F.softmax_cross_entropy(za, t), F.softmax_cross_entropy(zb, np.eye(k)[t])
+    np.testing.assert_allclose(la.data, lb.data, rtol=1e-12)
+    la.backward()
+    lb.backward()
+    np.testing.assert_allclose(za.grad, zb.grad, rtol=1e-12, atol=1e-15)
+
+
+@given(data=st.data())
+def test_duplicating_the_batch_changes_neither_loss_nor_grads(data):
+    n, k = data.draw(st.integers(1, 5)), data.draw(st.integers(2, 5))
+    z = data.draw(tst.arrays((n, k)))
+    t = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    w = Tensor(np.ones(k), requires_grad=True)  # a shared parameter sees the mean gradient
+    once = F.softmax_cross_entropy(Tensor(z) * w, t)
+    once.backward()
+    g_once = w.grad.copy()
+    w.grad = None
+    twice = F.softmax_cross_entropy(Tensor(np.concatenate([z, z])) * w, np.concatenate([t, t]))
+    twice.backward()
+    np.testing.assert_allclose(once.data, twice.data, rtol=1e-12)
+    np.testing.assert_allclose(g_once, w.grad, rtol=1e-12, atol=1e-15)
+
+
+def test_respects_the_upstream_gradient():
+    z = np.random.default_rng(0).standard_normal((4, 3))
+    a, b = Tensor(z, requires_grad=True), Tensor(z, requires_grad=True)
+    F.softmax_cross_entropy(a, np.array([0, 1, 2, 0])).backward()
+    (F.softmax_cross_entropy(b, np.array([0, 1, 2, 0])) * 2.5).backward()
+    np.testing.assert_allclose(b.grad, 2.5 * a.grad, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "labels, words",
+    [
+        (np.array([0, 3]), ["softmax_cross_entropy", "[0, 3)", "(2, 3)"]),
+        (np.array([0, -1]), ["softmax_cross_entropy", "[0, 3)"]),
+        (np.array([0, 1, 2]), ["softmax_cross_entropy", "(3,)", "(2, 3)"]),
+        (np.zeros((2, 4)), ["softmax_cross_entropy", "(2, 4)", "(2, 3)"]),
+        (np.array([0.0, 1.0]), ["softmax_cross_entropy", "integers"]),
+    ],
+)
+def test_bad_labels_raise_clear_errors(labels, words):
+    with pytest.raises(ValueError) as info:
+        F.softmax_cross_entropy(Tensor(np.zeros((2, 3))), labels)
+    for word in words:
+        assert word in str(info.value)
+
+
+def test_softmax_and_log_softmax_are_stable():
+    z = Tensor(np.array([[1e4, 0.0, -1e4]], np.float32))
+    assert np.isfinite(F.softmax(z).data).all()
+    np.testing.assert_allclose(F.log_softmax(z).data, [[0.0, -1e4, -2e4]])

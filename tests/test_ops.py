@@ -1,0 +1,239 @@
+"""Every registered op: forward against an independent oracle, gradients against finite
+differences (float64, hypothesis-drawn shapes and parameters), and float32 in -> float32 out.
+
+``SPECS`` holds one entry per op; ``test_every_registered_op_has_a_spec`` fails when an op is
+added to ``tinygrad_cnn.ops`` without one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import hypothesis.strategies as st
+import numpy as np
+import pytest
+from hypothesis import given
+from oracles import (
+    avg_pool2d_naive,
+    conv2d_naive,
+    max_pool2d_naive,
+    softmax_cross_entropy_naive,
+)
+
+import tinygrad_cnn.functional as F
+from tinygrad_cnn import Function, Tensor
+from tinygrad_cnn import strategies as tst
+from tinygrad_cnn.testing import gradcheck
+
+
+@dataclass
+class Case:
+    """Inputs for one op call: ``arrays`` become tensors requiring grad, ``consts`` do not."""
+
+    fn: Callable[..., Tensor]
+    arrays: list[np.ndarray]
+    oracle: Callable[..., np.ndarray]
+    consts: tuple[Any, ...] = ()
+
+
+def _sigmoid(x):
+    return 1 / (1 + np.exp(-x))
+
+
+def _softmax(x, axis):
+    e = np.exp(x - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+# ----------------------------------------------------------------------------- case builders
+# Each takes hypothesis' ``data`` and returns a Case.
+
+
+def _unary(fn, oracle, elements=None):
+    def build(data):
+        x = data.draw(elements if elements is not None else tst.arrays(tst.shapes(max_dims=3)))
+        return Case(fn, [x], oracle)
+
+    return build
+
+
+def _binary(fn, oracle, positive_b=False):
+    def build(data):
+        a, b = data.draw(tst.broadcastable_pairs(max_dims=3))
+        if positive_b:
+            b = np.abs(b) + 0.5
+        return Case(fn, [a, b], oracle)
+
+    return build
+
+
+def _reduction(fn, oracle):
+    def build(data):
+        x = data.draw(tst.distinct_arrays(tst.shapes(max_dims=3), step=0.1))
+        axis = data.draw(st.none() | st.integers(-x.ndim, x.ndim - 1))
+        keep = data.draw(st.booleans())
+        return Case(lambda t: fn(t, axis, keep), [x], lambda a: oracle(a, axis=axis, keepdims=keep))
+
+    return build
+
+
+def _reshape(data):
+    x = data.draw(tst.arrays(tst.shapes(min_dims=2, max_dims=3)))
+    shape = (x.shape[-1], -1)
+    return Case(lambda t: F.reshape(t, shape), [x], lambda a: a.reshape(shape))
+
+
+def _transpose(data):
+    x = data.draw(tst.arrays(tst.shapes(min_dims=2, max_dims=4)))
+    axes = tuple(data.draw(st.permutations(range(x.ndim))))
+    return Case(lambda t: F.transpose(t, axes), [x], lambda a: np.transpose(a, axes))
+
+
+def _getitem(data):
+    x = data.draw(tst.arrays(tst.shapes(min_dims=2, max_dims=3, min_side=2)))
+    if data.draw(st.booleans()):
+        idx = data.draw(st.lists(st.integers(0, x.shape[0] - 1), min_size=1, max_size=6))
+        index: Any = np.array(idx)  # integer array, repeats accumulate
+    else:
+        index = (slice(1, None), slice(None, None, -1))
+    return Case(lambda t: F.getitem(t, index), [x], lambda a: a[index])
+
+
+def _matmul(data):
+    n, k, m = (data.draw(st.integers(1, 4)) for _ in range(3))
+    batch = data.draw(st.sampled_from([(), (2,), (3, 1)]))
+    a = data.draw(tst.arrays((*batch, n, k)))
+    b = data.draw(tst.arrays((k, m) if data.draw(st.booleans()) else (*batch, k, m)))
+    return Case(F.matmul, [a, b], lambda a, b: np.einsum("...ik,...kj->...ij", a, b))
+
+
+def _linear(data):
+    n, i, o = (data.draw(st.integers(1, 5)) for _ in range(3))
+    x, w, b = (data.draw(tst.arrays(s)) for s in ((n, i), (i, o), (o,)))
+    return Case(F.linear, [x, w, b], lambda x, w, b: np.einsum("ni,io->no", x, w) + b)
+
+
+def _conv2d(data):
+    cfg = data.draw(tst.conv2d_configs())
+    x, w, b = (data.draw(tst.arrays(s)) for s in (cfg.x_shape, cfg.w_shape, cfg.b_shape))
+    kw = {"stride": cfg.stride, "padding": cfg.padding}
+    return Case(
+        lambda x, w, b: F.conv2d(x, w, b, **kw),
+        [x, w, b],
+        lambda x, w, b: conv2d_naive(x, w, b, **kw),
+    )
+
+
+def _pool(fn, oracle, distinct):
+    def build(data):
+        cfg = data.draw(tst.pool2d_configs())
+        x = data.draw(tst.distinct_arrays(cfg.x_shape) if distinct else tst.arrays(cfg.x_shape))
+        kw = {"stride": cfg.stride, "padding": cfg.padding}
+        return Case(lambda t: fn(t, cfg.kernel, **kw), [x], lambda a: oracle(a, cfg.kernel, **kw))
+
+    return build
+
+
+def _softmax_case(fn, oracle):
+    def build(data):
+        x = data.draw(tst.arrays(tst.shapes(min_dims=1, max_dims=3)))
+        axis = data.draw(st.integers(-x.ndim, x.ndim - 1))
+        return Case(lambda t: fn(t, axis), [x], lambda a: oracle(a, axis))
+
+    return build
+
+
+def _sce(data):
+    n, k = data.draw(st.integers(1, 5)), data.draw(st.integers(2, 6))
+    z = data.draw(tst.arrays((n, k), elements=(-5.0, 5.0)))
+    labels = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    if data.draw(st.booleans()):
+        labels = np.eye(k)[labels]
+    return Case(
+        lambda z, t: F.softmax_cross_entropy(z, t),
+        [z],
+        lambda z, t: np.asarray(softmax_cross_entropy_naive(z, t)),
+        consts=(labels,),
+    )
+
+
+SPECS: dict[str, Callable[[Any], Case]] = {
+    "Add": _binary(F.add, np.add),
+    "Sub": _binary(F.sub, np.subtract),
+    "Mul": _binary(F.mul, np.multiply),
+    "Div": _binary(F.div, np.divide, positive_b=True),
+    "Neg": _unary(F.neg, np.negative),
+    "Pow": _unary(lambda t: F.pow(t, 3), lambda a: a * a * a),
+    "Exp": _unary(F.exp, np.exp),
+    "Log": _unary(F.log, np.log, tst.positive_arrays(tst.shapes(max_dims=3))),
+    "ReLU": _unary(
+        F.relu, lambda a: np.where(a > 0, a, 0.0), tst.away_from_zero(tst.shapes(max_dims=3))
+    ),
+    "Sigmoid": _unary(F.sigmoid, _sigmoid),
+    "Tanh": _unary(F.tanh, np.tanh),
+    "Sum": _reduction(F.sum, np.sum),
+    "Mean": _reduction(F.mean, np.mean),
+    "Max": _reduction(F.max, np.max),
+    "Reshape": _reshape,
+    "Transpose": _transpose,
+    "GetItem": _getitem,
+    "MatMul": _matmul,
+    "Linear": _linear,
+    "Conv2d": _conv2d,
+    "MaxPool2d": _pool(F.max_pool2d, max_pool2d_naive, distinct=True),
+    "AvgPool2d": _pool(F.avg_pool2d, avg_pool2d_naive, distinct=False),
+    "Softmax": _softmax_case(F.softmax, _softmax),
+    "LogSoftmax": _softmax_case(F.log_softmax, lambda a, axis: np.log(_softmax(a, axis))),
+    "SoftmaxCrossEntropy": _sce,
+}
+
+
+def builtin_ops() -> set[str]:
+    return {
+        name
+        for name, cls in Function.registry.items()
+        if cls.__module__.startswith("tinygrad_cnn.ops")
+    }
+
+
+def test_every_registered_op_has_a_spec():
+    missing = builtin_ops() - set(SPECS)
+    assert not missing, f"ops without a test spec in tests/test_ops.py: {sorted(missing)}"
+    assert set(SPECS) <= builtin_ops(), f"specs for unknown ops: {set(SPECS) - builtin_ops()}"
+
+
+def _run(case: Case, dtype, requires_grad=True):
+    tensors = [Tensor(a.astype(dtype), requires_grad=requires_grad) for a in case.arrays]
+    return tensors, case.fn(*tensors, *case.consts)
+
+
+@pytest.mark.parametrize("op", sorted(SPECS))
+@given(data=st.data())
+def test_forward_matches_oracle(op, data):
+    case = SPECS[op](data)
+    _, out = _run(case, np.float64)
+    expected = case.oracle(*case.arrays, *case.consts)
+    np.testing.assert_allclose(out.data, expected, rtol=1e-10, atol=1e-12)
+    assert out.dtype == np.float64
+
+
+@pytest.mark.parametrize("op", sorted(SPECS))
+@given(data=st.data())
+def test_gradient_matches_finite_differences(op, data):
+    case = SPECS[op](data)
+    tensors = [Tensor(a, requires_grad=True) for a in case.arrays]
+    assert gradcheck(lambda *ts: case.fn(*ts, *case.consts), *tensors)
+
+
+@pytest.mark.parametrize("op", sorted(SPECS))
+@given(data=st.data())
+def test_float32_in_float32_out(op, data):
+    case = SPECS[op](data)
+    tensors, out = _run(case, np.float32)
+    assert out.dtype == np.float32, f"{op} returned {out.dtype} for float32 inputs"
+    out.backward(np.ones(out.shape, np.float32))
+    for t in tensors:
+        assert t.grad is not None and t.grad.dtype == np.float32
+        assert t.grad.shape == t.shape
