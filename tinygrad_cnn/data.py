@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import http.client
 import logging
@@ -298,11 +299,11 @@ class BatchIterator:
         if self._skip:  # restored but not yet iterated
             return {"bit_generator": self.rng.bit_generator.state, "batches_done": self._skip}
         if self._epoch_state is not None:
-            return {"bit_generator": self._epoch_state, "batches_done": self._done}
+            return {"bit_generator": copy.deepcopy(self._epoch_state), "batches_done": self._done}
         return {"bit_generator": self.rng.bit_generator.state, "batches_done": 0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a :meth:`state_dict`; the next epoch resumes exactly where it left off."""
-        self.rng.bit_generator.state = state["bit_generator"]
+        self.rng.bit_generator.state = copy.deepcopy(state["bit_generator"])
         self._skip = int(state.get("batches_done", 0))
         self._epoch_state, self._done = None, 0

@@ -189,6 +189,7 @@ class _ArrayUnpickler(pickle.Unpickler):
         try:
             return self._allowed[(module, name)]
         except KeyError:
+            module = "builtins" if module == "__builtin__" else module  # protocol <= 2 name
             raise _RefusedGlobal(
                 f"refusing to unpickle {module}.{name} from {self._path}: "
                 "only NumPy arrays and plain containers are allowed"

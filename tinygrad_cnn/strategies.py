@@ -116,7 +116,9 @@ def broadcastable_shapes(
     def operand() -> Shape:
         ndim = draw(st.integers(min_dims, len(full)))
         ones = draw(st.lists(st.booleans(), min_size=ndim, max_size=ndim))
-        return tuple(1 if one else side for one, side in zip(ones, full[len(full) - ndim :]))
+        return tuple(
+            1 if one else side for one, side in zip(ones, full[len(full) - ndim :], strict=True)
+        )
 
     return operand(), operand()
 
@@ -187,12 +189,31 @@ def distinct_arrays(
     return _shape_strategy(shape).flatmap(permuted)
 
 
-def _out_size(size: int, k: int, s: int, p: int) -> int:
-    return (size + 2 * p - k) // s + 1
+class _Window2d:
+    """Geometry shared by the configs: needs N, C, H, W, kernel, stride and padding."""
+
+    def _validate(self, sizes: tuple[int, ...]) -> None:
+        (kh, kw), (ph, pw) = self.kernel, self.padding
+        if min(*sizes, *self.stride) < 1 or min(ph, pw) < 0:
+            raise ValueError(f"{self}: sizes and strides must be >= 1, padding >= 0")
+        if kh > self.H + 2 * ph or kw > self.W + 2 * pw:
+            raise ValueError(f"{self}: kernel larger than the padded input")
+
+    @property
+    def OH(self) -> int:
+        return (self.H + 2 * self.padding[0] - self.kernel[0]) // self.stride[0] + 1
+
+    @property
+    def OW(self) -> int:
+        return (self.W + 2 * self.padding[1] - self.kernel[1]) // self.stride[1] + 1
+
+    @property
+    def x_shape(self) -> tuple[int, int, int, int]:
+        return self.N, self.C, self.H, self.W
 
 
 @dataclass(frozen=True)
-class ConvConfig:
+class ConvConfig(_Window2d):
     """A valid conv2d geometry: x (N, C, H, W), w (OC, C, KH, KW), b (OC,) -> (N, OC, OH, OW)."""
 
     N: int
@@ -206,28 +227,11 @@ class ConvConfig:
     padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        (sh, sw), (ph, pw) = self.stride, self.padding
-        sizes = (self.N, self.C, self.H, self.W, self.OC, self.KH, self.KW, sh, sw)
-        if min(sizes) < 1 or min(ph, pw) < 0:
-            raise ValueError(f"ConvConfig: sizes and strides must be >= 1, padding >= 0: {self}")
-        if self.KH > self.H + 2 * ph or self.KW > self.W + 2 * pw:
-            raise ValueError(f"ConvConfig: kernel larger than the padded input: {self}")
-
-    @property
-    def OH(self) -> int:
-        return _out_size(self.H, self.KH, self.stride[0], self.padding[0])
-
-    @property
-    def OW(self) -> int:
-        return _out_size(self.W, self.KW, self.stride[1], self.padding[1])
+        self._validate((self.N, self.C, self.H, self.W, self.OC, self.KH, self.KW))
 
     @property
     def kernel(self) -> tuple[int, int]:
         return self.KH, self.KW
-
-    @property
-    def x_shape(self) -> tuple[int, int, int, int]:
-        return self.N, self.C, self.H, self.W
 
     @property
     def w_shape(self) -> tuple[int, int, int, int]:
@@ -243,7 +247,7 @@ class ConvConfig:
 
 
 @dataclass(frozen=True)
-class PoolConfig:
+class PoolConfig(_Window2d):
     """A valid 2-D pooling geometry: x (N, C, H, W) -> (N, C, OH, OW), padding <= kernel // 2."""
 
     N: int
@@ -255,25 +259,9 @@ class PoolConfig:
     padding: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        (kh, kw), (sh, sw), (ph, pw) = self.kernel, self.stride, self.padding
-        if min(self.N, self.C, self.H, self.W, kh, kw, sh, sw) < 1 or min(ph, pw) < 0:
-            raise ValueError(f"PoolConfig: sizes and strides must be >= 1, padding >= 0: {self}")
-        if ph > kh // 2 or pw > kw // 2:
-            raise ValueError(f"PoolConfig: padding must be <= kernel // 2 per side: {self}")
-        if kh > self.H + 2 * ph or kw > self.W + 2 * pw:
-            raise ValueError(f"PoolConfig: kernel larger than the padded input: {self}")
-
-    @property
-    def OH(self) -> int:
-        return _out_size(self.H, self.kernel[0], self.stride[0], self.padding[0])
-
-    @property
-    def OW(self) -> int:
-        return _out_size(self.W, self.kernel[1], self.stride[1], self.padding[1])
-
-    @property
-    def x_shape(self) -> tuple[int, int, int, int]:
-        return self.N, self.C, self.H, self.W
+        self._validate((self.N, self.C, self.H, self.W, *self.kernel))
+        if self.padding[0] > self.kernel[0] // 2 or self.padding[1] > self.kernel[1] // 2:
+            raise ValueError(f"{self}: padding must be <= kernel // 2 per side")
 
     @property
     def out_shape(self) -> tuple[int, int, int, int]:
@@ -291,7 +279,7 @@ def conv2d_configs(
     max_stride: int = 4,
     max_padding: int = 2,
 ) -> ConvConfig:
-    """Valid :class:`ConvConfig`\\ s, small enough for float64 finite differences.
+    """Valid conv geometries (:class:`ConvConfig`), small enough for float64 finite differences.
 
     Kernels and strides are drawn per axis (non-square), strides may exceed the kernel, and
     padding may exceed it too. The kernel and padding are drawn first, then H and W from
@@ -323,9 +311,10 @@ def pool2d_configs(
     max_kernel: int = 4,
     max_stride: int = 5,
 ) -> PoolConfig:
-    """Valid :class:`PoolConfig`\\ s: strides below (overlapping), equal to and above the kernel.
+    """Valid pool geometries (:class:`PoolConfig`), small enough for finite differences.
 
-    Padding is drawn in ``0..K // 2`` (PyTorch's rule), so every window holds a real pixel.
+    Strides fall below (overlapping windows), at and above the kernel, per axis. Padding is
+    drawn in ``0..K // 2`` (PyTorch's rule), so every window holds a real pixel.
     """
     if max_kernel > max_side:
         raise ValueError(f"pool2d_configs: max_kernel {max_kernel} > max_side {max_side}")
