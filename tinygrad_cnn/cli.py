@@ -1,4 +1,4 @@
-"""Command line: ``tinygrad-cnn train | evaluate | graph | audit`` (also ``python -m tinygrad_cnn``)."""
+"""The command line: ``tinygrad-cnn train|evaluate|graph|audit`` (or ``python -m tinygrad_cnn``)."""
 
 from __future__ import annotations
 
