@@ -43,6 +43,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
     (x_train, t_train), (x_test, t_test) = _load(args.dataset, args.data_dir)
+    if args.limit:
+        x_train, t_train = x_train[: args.limit], t_train[: args.limit]
     print(
         f"training SimpleConvNet on {args.dataset} MNIST: {len(x_train):,} train / "
         f"{len(x_test):,} test images, {args.epochs} epochs, batch {args.batch_size}, "
@@ -53,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     trainer = Trainer(
         net, x_train, t_train, x_test, t_test,
         epochs=args.epochs, mini_batch_size=args.batch_size, optimizer=args.optimizer,
-        optimizer_param={"lr": args.lr}, verbose=not args.quiet, seed=args.seed,
+        optimizer_param={"lr": args.lr}, progress=not args.quiet, seed=args.seed,
         checkpoint=checkpoint,
     )  # fmt: skip
     if args.resume:
@@ -179,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/simpleconvnet", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
-    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (per-epoch lines stay)")
+    p.add_argument("--limit", type=_positive, help="train on the first N images only (quick trials)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy and confusion matrix of saved params")

@@ -47,7 +47,9 @@ class Trainer:
     evaluate_sample_num_per_epoch : int, optional
         Evaluate train/test accuracy on the first this-many samples each epoch (all if None).
     verbose : bool
-        Print one line per epoch and show a progress bar with loss and throughput.
+        Print one line per epoch.
+    progress : bool, optional
+        Show a progress bar with loss and throughput (default: same as ``verbose``).
     seed : int, optional
         Seeds the batch order; with a seeded network the run is fully reproducible.
     checkpoint : path, optional
@@ -67,6 +69,7 @@ class Trainer:
         optimizer_param: dict[str, Any] | None = None,
         evaluate_sample_num_per_epoch: int | None = None,
         verbose: bool = True,
+        progress: bool | None = None,
         seed: int | None = None,
         checkpoint: str | Path | None = None,
     ) -> None:
@@ -82,6 +85,7 @@ class Trainer:
         self.batches = BatchIterator(x_train, t_train, batch_size=mini_batch_size, seed=seed)
         self.eval_num = evaluate_sample_num_per_epoch
         self.verbose = verbose
+        self.progress = verbose if progress is None else progress
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.epoch = 0  # epochs completed
         self.train_loss_list: list[float] = []
@@ -117,7 +121,7 @@ class Trainer:
                 total=len(self.batches),
                 desc=f"epoch {self.epoch + 1}/{self.epochs}",
                 unit="batch",
-                disable=not self.verbose,
+                disable=not self.progress,
                 leave=False,
             )
             seen, losses = 0, []
