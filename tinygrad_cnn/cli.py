@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/simpleconvnet", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--quiet", action="store_true", help="no progress bar (per-epoch lines stay)")
-    p.add_argument("--limit", type=_positive, help="train on the first N images only (quick trials)")
+    p.add_argument("--limit", type=_positive, help="train on the first N images (quick trials)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy and confusion matrix of saved params")

@@ -134,6 +134,8 @@ def getitem(x: TensorLike, index: Any) -> Tensor:
     """``x[index]`` for basic slices and integer arrays; repeated indices accumulate grads."""
     if isinstance(index, Tensor):
         index = index.data
+    elif isinstance(index, tuple):
+        index = tuple(i.data if isinstance(i, Tensor) else i for i in index)
     return _shape.GetItem.apply(x, index=index)
 
 

@@ -129,6 +129,12 @@ class Module:
         with module_scope(self._scope_name):
             return self.forward(*args)
 
+    def plot(self, x: Any, path: str, t: Any = None, **kwargs: Any) -> Any:
+        """Render the graph of this module's output (or of ``loss(x, t)``) to ``path``."""
+        from .viz import plot_module
+
+        return plot_module(self, x, path, t, **kwargs)
+
     def extra_repr(self) -> str:
         return ""
 

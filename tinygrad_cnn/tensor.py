@@ -46,7 +46,13 @@ class Tensor:
         if isinstance(data, np.ndarray | np.generic):
             arr = np.asarray(data)
         else:  # Python scalars and (nested) lists
-            arr = np.asarray(data, dtype=np.float32)
+            arr = np.asarray(data)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(
+                    f"Tensor: data must be numbers, lists of numbers or an ndarray, got "
+                    f"{type(data).__name__} (dtype {arr.dtype})"
+                )
+            arr = arr.astype(np.float32)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"Tensor: unsupported dtype {arr.dtype}")
         if requires_grad and arr.dtype.kind != "f":

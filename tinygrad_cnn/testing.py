@@ -126,9 +126,9 @@ def gradcheck(
             worst = np.unravel_index(int(np.argmax(err)), x.shape)
             raise AssertionError(
                 f"gradcheck: gradient of {_label(xs, i)} (shape {x.shape}) is wrong at index "
-                f"{tuple(int(j) for j in worst)}: backward gives {g[worst]!r}, finite "
-                f"differences give {numeric[worst]!r} ({int(bad.sum())} of {x.size} elements "
-                f"outside atol={atol}, rtol={rtol})"
+                f"{tuple(int(j) for j in worst)}: backward gives {float(g[worst])!r}, finite "
+                f"differences give {float(numeric[worst])!r} ({int(bad.sum())} of {x.size} "
+                f"elements outside atol={atol}, rtol={rtol})"
             )
     return True
 
@@ -136,24 +136,36 @@ def gradcheck(
 def vjp_error(fn: Fn, *inputs: Any, eps: float = 1e-6, seed: int = 0) -> float:
     """Relative error of the dot-product test ``<u, J v>`` vs ``<J^T u, v>``, in float64.
 
-    Costs one backward and two extra forward evaluations, whatever the input size.
+    Costs one backward and two extra forward evaluations, whatever the input size. When the
+    error is large it is measured again with steps ``eps/10`` and ``eps/100`` and the smallest
+    is returned: finite differences that cross a kink (ReLU at 0, a max-pool tie) improve with
+    a smaller step, a wrong gradient does not.
     """
     xs, diff = _prepare(inputs)
-    rng = np.random.default_rng(seed)
     u, grads = _analytic(fn, xs, diff, None, seed)
+    rng = np.random.default_rng([seed, 1])  # independent of u's stream
     vs = [rng.standard_normal(xs[i].shape) for i in diff]
     rhs = float(sum(np.vdot(g, v) for g, v in zip(grads, vs, strict=True)))
     base = [xs[i].data for i in diff]
-    for sign, store in ((1.0, "plus"), (-1.0, "minus")):
-        for i, x0, v in zip(diff, base, vs, strict=True):
-            xs[i] = Tensor(x0 + sign * eps * v)
-        if store == "plus":
-            f_plus = _project(fn, xs, u)
-        else:
-            f_minus = _project(fn, xs, u)
-    lhs = (f_plus - f_minus) / (2 * eps)
-    scale = max(abs(lhs), abs(rhs), 1e-12)
-    return abs(lhs - rhs) / scale
+
+    def directional(step: float) -> float:
+        """``<u, J v>`` by a central difference of the given step."""
+        values = []
+        for sign in (1.0, -1.0):
+            for i, x0, v in zip(diff, base, vs, strict=True):
+                xs[i] = Tensor(x0 + sign * step * v)
+            values.append(_project(fn, xs, u))
+        return (values[0] - values[1]) / (2 * step)
+
+    # A step that carries a ReLU input across 0 or swaps a max-pool winner adds an error that
+    # shrinks with the step, while a wrong backward does not: keep the best of three steps.
+    best = np.inf
+    for step in (eps, eps / 10, eps / 100):
+        lhs = directional(step)
+        best = min(best, abs(lhs - rhs) / max(abs(lhs), abs(rhs), 1e-12))
+        if best <= 1e-6:
+            break
+    return float(best)
 
 
 def check_vjp(fn: Fn, *inputs: Any, eps: float = 1e-6, rtol: float = 1e-5, seed: int = 0) -> float:
@@ -206,3 +218,10 @@ def module_gradcheck(module: Any, loss_fn: Callable[[], Tensor], **kwargs: Any) 
                 object.__setattr__(owner, attr, old)
 
     return gradcheck(fn, *params, **kwargs)
+
+
+from .audit import audit_graph, detect_anomaly  # noqa: E402  (audit builds on this module)
+
+__all__ = [
+    "gradcheck", "check_vjp", "vjp_error", "module_gradcheck", "audit_graph", "detect_anomaly",
+]  # fmt: skip

@@ -1,0 +1,332 @@
+"""Audit a recorded graph op by op, and catch the first NaN/Inf with ``detect_anomaly``.
+
+``audit_graph`` re-runs every op node of a real graph on float64 copies of the arrays that
+actually flowed into it and checks its backward there: the dot-product test
+``<u, J v> = <J^T u, v>`` always, central differences element by element when the inputs are
+small. It works for any ``Function`` subclass, including yours:
+
+>>> loss = net.loss(x, t)
+>>> report = audit_graph(loss)
+>>> print(report)                      # one row per op; report.failed lists the bad ones
+>>> report.render("audit.svg")         # the graph with failing ops in red
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import autograd
+from .autograd import Function, enable_grad
+from .ops import conv as _conv
+from .ops import elementwise as _ew
+from .ops import shape as _shape
+from .tensor import Tensor
+from .viz import graph_tensors, node_ids, op_label
+
+__all__ = ["AuditRow", "AuditReport", "audit_graph", "audit_command", "AnomalyError",
+           "detect_anomaly", "KINKS"]  # fmt: skip
+
+Masks = list[np.ndarray | None]
+
+
+# ------------------------------------------------------------------------------ kinks
+def _relu_kinks(fn: Function, xs: Sequence[np.ndarray], margin: float) -> Masks:
+    return [np.abs(xs[0]) <= margin]
+
+
+def _near_ties(v: np.ndarray, axis: Any, margin: float) -> np.ndarray:
+    """Elements within ``margin`` of their group's max, in groups where two or more are."""
+    near = v.max(axis=axis, keepdims=True) - v <= margin
+    return near & (near.sum(axis=axis, keepdims=True) >= 2)
+
+
+def _max_kinks(fn: Function, xs: Sequence[np.ndarray], margin: float) -> Masks:
+    x = xs[0]
+    if fn.axis is None:
+        return [_near_ties(x.reshape(-1), 0, 2 * margin).reshape(x.shape)]
+    return [_near_ties(x, fn.axis, 2 * margin)]
+
+
+def _maxpool_kinks(fn: Function, xs: Sequence[np.ndarray], margin: float) -> Masks:
+    x = xs[0]
+    kernel, stride, padding = fn.kernel, fn.stride, fn.padding
+    out = _conv.check_geometry("max_pool2d", x.shape, kernel, stride, padding)
+    view = _conv.windows(_conv._pad(x, padding, -np.inf), kernel, stride, out)
+    ties = _near_ties(view, (4, 5), 2 * margin).astype(np.float64)  # (N, C, OH, OW, KH, KW)
+    return [_conv.fold(ties, x.shape, kernel, stride, padding) > 0]
+
+
+#: Op class -> ``detector(fn, input_arrays, margin)`` returning, per input, a boolean mask of the
+#: elements where the op is not differentiable (or None). Register your own kinked ops here.
+KINKS: dict[type[Function], Callable[[Function, Sequence[np.ndarray], float], Masks]] = {
+    _ew.ReLU: _relu_kinks,
+    _shape.Max: _max_kinks,
+    _conv.MaxPool2d: _maxpool_kinks,
+}
+
+
+# ------------------------------------------------------------------------------ audit
+@dataclass(frozen=True)
+class AuditRow:
+    """The check of one op node.
+
+    ``index`` is the op's position in topological order, ``node`` its id in ``draw_graph``
+    (``"n3"``), ``error`` the relative error of the dot-product test (nan if it did not run),
+    ``check`` ``"vjp"`` or ``"vjp+fd"`` (central differences too), ``status`` ``"ok"``,
+    ``"FAIL"`` or ``"skipped"`` (every differentiable input element on a kink).
+    """
+
+    index: int
+    node: str
+    op: str
+    scope: str
+    input_shapes: tuple[tuple[int, ...], ...]
+    error: float
+    check: str
+    status: str
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        return self.status != "FAIL"
+
+
+class AuditReport:
+    """The rows of an audit; ``print`` it for a table, ``render`` it for a graph in red."""
+
+    def __init__(self, rows: list[AuditRow], roots: tuple[Tensor, ...], fns: list[Function]):
+        self.rows, self._roots, self._fns = rows, roots, fns
+
+    @property
+    def failed(self) -> list[AuditRow]:
+        return [r for r in self.rows if not r.passed]
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __str__(self) -> str:
+        head = ("#", "node", "op", "module", "input shapes", "check", "rel. error", "result")
+        body = [
+            (
+                str(r.index), r.node, r.op, r.scope or "-",
+                " ".join(str(s).replace(" ", "") for s in r.input_shapes),
+                r.check, f"{r.error:.1e}", r.status + (f": {r.note}" if r.note else ""),
+            )
+            for r in self.rows
+        ]  # fmt: skip
+        widths = [max(len(row[i]) for row in [head, *body]) for i in range(len(head) - 1)]
+        lines = [
+            "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+            for row in [head, *body]
+        ]
+        skipped = sum(r.status == "skipped" for r in self.rows)
+        lines.append(
+            f"{len(self.rows)} ops: {len(self.rows) - len(self.failed) - skipped} ok, "
+            f"{len(self.failed)} failed, {skipped} skipped"
+        )
+        return "\n".join(lines)
+
+    def draw(self, **kwargs: Any) -> Any:
+        """The graph as a ``graphviz.Digraph`` with failing op nodes in red."""
+        from .viz import draw_graph
+
+        bad = [fn for fn, r in zip(self._fns, self.rows, strict=True) if not r.passed]
+        return draw_graph(*self._roots, highlight=bad, **kwargs)
+
+    def render(self, path: str | Path, **kwargs: Any) -> Path:
+        """Write the graph with failing op nodes in red (format from the extension)."""
+        from .viz import _write
+
+        return _write(self.draw(**kwargs), path)
+
+
+def audit_graph(
+    loss: Tensor, max_fd_elements: int = 64, rtol: float = 1e-5, seed: int = 0, eps: float = 1e-6
+) -> AuditReport:
+    """Check the backward of every op node of the graph ending at ``loss``, in float64.
+
+    Each op is re-run as ``type(fn).apply(*inputs, **fn.kwargs)`` on float64 copies of its
+    recorded inputs (inputs that needed no gradient stay constants). Elements sitting on a
+    kink (ReLU at 0, max/max-pool ties; see ``KINKS``) are held fixed, and the row says so.
+
+    Parameters
+    ----------
+    loss : Tensor
+        Root of a graph not yet backpropagated, or kept with ``backward(retain_graph=True)``.
+    max_fd_elements : int
+        Also run element-wise central differences on ops whose differentiable inputs have
+        at most this many elements in total.
+    rtol, eps : float
+        Largest relative error that passes; finite-difference step.
+    seed : int
+        Seed of the random vectors u and v.
+
+    Returns
+    -------
+    AuditReport
+    """
+    tensors = graph_tensors(loss)
+    op_ids, _ = node_ids(tensors)
+    fns = [t._ctx for t in tensors if t._ctx is not None]
+    rows = [
+        AuditRow(i, op_ids[id(fn)], op_label(fn), ".".join(fn.scope),
+                 tuple(tuple(p.shape) for p in fn.parents),
+                 *_check_op(fn, max_fd_elements, rtol, seed, eps))
+        for i, fn in enumerate(fns)
+    ]  # fmt: skip
+    return AuditReport(rows, (loss,), fns)
+
+
+def _check_op(
+    fn: Function, max_fd: int, rtol: float, seed: int, eps: float
+) -> tuple[float, str, str, str]:
+    """Return (relative error, check, status, note) for one op node."""
+    from .testing import gradcheck, vjp_error  # here, so testing can re-export this module
+
+    cls, kwargs = type(fn), fn.kwargs
+    arrays = [p.data.astype(np.float64) if p.dtype.kind == "f" else p.data for p in fn.parents]
+    need = fn.needs_input_grad
+    detector = next((KINKS[c] for c in cls.__mro__ if c in KINKS), None)
+    masks: Masks = list(detector(fn, arrays, 10 * eps)) if detector else [None] * len(arrays)
+    # An input with kinks is reparametrized as x0 + z * keep with z = 0, so the random
+    # directions of both tests never move an element that sits on a kink.
+    keep = {i: (~m).astype(np.float64) for i, m in enumerate(masks) if need[i] and m is not None}
+    keep = {i: k for i, k in keep.items() if k.size and not k.all()}
+    n_kinks = sum(int(k.size - k.sum()) for k in keep.values())
+    inputs = [
+        Tensor(np.zeros_like(a) if i in keep else a.copy(), requires_grad=need[i])
+        for i, a in enumerate(arrays)
+    ]
+
+    def f(*xs: Any) -> Tensor:
+        xs = tuple(arrays[i] + x * keep[i] if i in keep else x for i, x in enumerate(xs))
+        return cls.apply(*xs, **kwargs)
+
+    total = sum(arrays[i].size for i in keep)
+    note = f"{n_kinks} of {total} input elements on a kink held fixed" if n_kinks else ""
+    if all(keep.get(i, np.ones(1)).sum() == 0 for i in range(len(arrays)) if need[i]):
+        return float("nan"), "-", "skipped", "every input element sits on a kink"
+    fd = sum(a.size for a, n in zip(arrays, need, strict=True) if n) <= max_fd
+    check, error = ("vjp+fd" if fd else "vjp"), float("nan")
+    try:
+        with enable_grad():
+            error = vjp_error(f, *inputs, eps=eps, seed=seed)
+            if check == "vjp+fd":
+                gradcheck(f, *inputs, eps=eps, rtol=rtol, seed=seed)
+    except AssertionError as e:  # gradcheck names the input and the worst element
+        return error, check, "FAIL", str(e).removeprefix("gradcheck: ")
+    except Exception as e:  # a re-run that raises is a finding, not a crash of the audit
+        return float("nan"), check, "FAIL", f"{type(e).__name__}: {e}"
+    if not error <= rtol:
+        return error, check, "FAIL", f"dot-product test off by {error:.1e} > rtol={rtol:g}"
+    return error, check, "ok", note
+
+
+def audit_command() -> int:
+    """``tinygrad-cnn audit``: audit SimpleConvNet's loss graph on 100 bundled images."""
+    from .data import load_mnist_mini
+    from .nn import SimpleConvNet
+
+    (x, t), _ = load_mnist_mini()
+    loss = SimpleConvNet(seed=0).loss(x[:100], t[:100])
+    report = audit_graph(loss)
+    print("gradient audit of SimpleConvNet (seed 0) on 100 mini-MNIST images, float64")
+    print(report)
+    return 0 if report.ok else 1
+
+
+# ------------------------------------------------------------------------------ anomaly mode
+class AnomalyError(RuntimeError):
+    """An op made NaN or Inf under ``detect_anomaly()``; see ``op``, ``phase`` and ``where``."""
+
+    def __init__(self, message: str, op: Function, phase: str, where: str | None) -> None:
+        super().__init__(message)
+        self.op, self.phase, self.where = op, phase, where
+
+
+_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
+
+
+def _user_frame() -> str | None:
+    """``file:line in function`` of the innermost caller outside this package."""
+    frame = sys._getframe(2)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        frame = frame.f_back
+    if frame is None:
+        return None
+    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
+
+
+def _bad(a: np.ndarray) -> str:
+    """'nan', 'inf', 'nan and inf' or '' for an array."""
+    if a.dtype.kind != "f" or np.isfinite(a).all():
+        return ""
+    kinds = [k for k, f in (("nan", np.isnan), ("inf", np.isinf)) if f(a).any()]
+    return " and ".join(kinds)
+
+
+def _describe(fn: Function, what: str, arrays: Sequence[np.ndarray]) -> str:
+    shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in arrays)
+    where = fn.trace or "unknown (the op was recorded outside detect_anomaly())"
+    lines = [f"detect_anomaly: {op_label(fn)} {what}", f"  input shapes: {shapes}",
+             f"  created at: {where}"]  # fmt: skip
+    if fn.trace:  # "path:line in function"
+        path, _, line = fn.trace.rsplit(" in ", 1)[0].rpartition(":")
+        source = linecache.getline(path, int(line))
+        if source.strip():
+            lines.append(f"      {source.strip()}")
+    return "\n".join(lines)
+
+
+def _on_create(fn: Function, inputs: tuple[Tensor, ...], out: Tensor) -> None:
+    fn.trace = _user_frame()
+    bad = _bad(out.data)
+    if bad:
+        msg = _describe(fn, f"produced {bad} in its forward output of shape {out.shape}", [
+            t.data for t in inputs
+        ])  # fmt: skip
+        upstream = [str(i) for i, t in enumerate(inputs) if _bad(t.data)]
+        if upstream:
+            msg += f"\n  note: input {', '.join(upstream)} already held nan/inf when it came in"
+        raise AnomalyError(msg, fn, "forward", fn.trace)
+
+
+def _on_backward(fn: Function, grads: tuple[np.ndarray | None, ...]) -> None:
+    for i, g in enumerate(grads):
+        bad = "" if g is None else _bad(np.asarray(g))
+        if bad:
+            shapes = [p.data for p in fn.parents]
+            what = f"backward produced {bad} in the gradient of input {i} (shape {g.shape})"
+            msg = _describe(fn, what, shapes)
+            raise AnomalyError(msg, fn, "backward", fn.trace)
+
+
+@contextmanager
+def detect_anomaly() -> Iterator[None]:
+    """Raise ``AnomalyError`` at the first op whose output or input gradient holds NaN or Inf.
+
+    The error names the op, its input shapes and the line of your code that created it (a
+    cheap frame walk done only while the mode is on). Only ops recorded for backward are
+    watched. The hooks are removed on exit, also when the block raises.
+
+    Examples
+    --------
+    >>> with detect_anomaly():                              # doctest: +SKIP
+    ...     loss = net.loss(x, t)
+    ...     loss.backward()
+    """
+    with autograd._hooks(creation=_on_create, backward_hook=_on_backward):
+        yield
