@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tinygrad_cnn.data import load_mnist
+from tinygrad_cnn.io import atomic_write
 from tinygrad_cnn.nn import SimpleConvNet
 from tinygrad_cnn.train import Trainer
 
@@ -51,7 +52,8 @@ def main() -> int:
     print("test accuracy per epoch:", " ".join(f"{a:.4f}" for a in history["test_acc"]))
     print(f"final test accuracy {final:.4f} ({'meets' if final >= 0.988 else 'MISSES'} >= 0.988)")
     if args.json:
-        Path(args.json).write_text(json.dumps({"wall_s": wall, **history}, indent=1))
+        with atomic_write(args.json, "w") as f:
+            json.dump({"wall_s": wall, **history}, f, indent=1)
     return 0
 
 

@@ -48,6 +48,8 @@ def test_resume_continues_after_the_last_epoch(tmp_path, capsys):
         (["evaluate", "--params", "/nonexistent/params.npz"], ["no such file"]),
         (["train", "--resume", "--out", "/nonexistent/dir"], ["no checkpoint"]),
         (["train", "--dataset", "mnist", "--data-dir", "{tmp}", "--epochs", "1"], ["MNIST"]),
+        (["train", "--out", "{tmp}/file.txt"], ["not a folder"]),
+        (["evaluate", "--params", "{tmp}/file.txt"], ["file.txt"]),
     ],
 )
 def test_bad_input_gives_a_one_line_error_without_traceback(argv, words, tmp_path, capsys,
@@ -55,6 +57,7 @@ def test_bad_input_gives_a_one_line_error_without_traceback(argv, words, tmp_pat
     import tinygrad_cnn.data as data
 
     monkeypatch.setattr(data, "MIRRORS", [])  # never reach for the network in tests
+    (tmp_path / "file.txt").write_text("not an npz")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -76,3 +79,13 @@ def test_module_entry_point_runs():
         [sys.executable, "-m", "tinygrad_cnn", "--help"], capture_output=True, text=True
     )
     assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout
+
+
+def test_resume_with_another_optimizer_names_the_mismatch(tmp_path, capsys):
+    args = ["train", "--limit", "100", "--quiet", "--out", str(tmp_path)]
+    assert main([*args, "--epochs", "1", "--optimizer", "sgd"]) == 0
+    before = (tmp_path / "checkpoint.npz").read_bytes()
+    assert main([*args, "--epochs", "2", "--optimizer", "adam", "--resume"]) == 2
+    err = capsys.readouterr().err
+    assert "does not fit" in err and "Adam" in err
+    assert (tmp_path / "checkpoint.npz").read_bytes() == before

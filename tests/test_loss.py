@@ -98,3 +98,13 @@ def test_softmax_and_log_softmax_are_stable():
     z = Tensor(np.array([[1e4, 0.0, -1e4]], np.float32))
     assert np.isfinite(F.softmax(z).data).all()
     np.testing.assert_allclose(F.log_softmax(z).data, [[0.0, -1e4, -2e4]])
+
+
+def test_bad_axes_name_the_op():
+    x = Tensor(np.ones((2, 3)))
+    with pytest.raises(ValueError, match="softmax: axis 5 is out of range"):
+        F.softmax(x, axis=5)
+    with pytest.raises(ValueError, match="log_softmax: axis -3"):
+        F.log_softmax(x, axis=-3)
+    with pytest.raises(TypeError, match="max: axis must be one int"):
+        F.max(x, axis=(0, 1))

@@ -194,7 +194,7 @@ def builtin_ops() -> set[str]:
     return {
         name
         for name, cls in Function.registry.items()
-        if cls.__module__.startswith("tinygrad_cnn.ops")
+        if cls.__module__.startswith("tinygrad_cnn.")
     }
 
 

@@ -34,11 +34,21 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _init(text: str) -> float | str:
+    """``--init``: 'he', 'xavier' (or their aliases) or a number (the std, e.g. the book's 0.01)."""
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .nn import SimpleConvNet
     from .train import Trainer
 
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f"--out: {out} exists and is not a folder")
     checkpoint = out / "checkpoint.npz"
     if args.resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
@@ -48,10 +58,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(
         f"training SimpleConvNet on {args.dataset} MNIST: {len(x_train):,} train / "
         f"{len(x_test):,} test images, {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.optimizer} lr={args.lr}, seed {args.seed}",
+        f"{args.optimizer} lr={args.lr}, init {args.init}, seed {args.seed}",
         flush=True,
     )
-    net = SimpleConvNet(seed=args.seed)
+    net = SimpleConvNet(weight_init_std=_init(args.init), seed=args.seed)
     trainer = Trainer(
         net, x_train, t_train, x_test, t_test,
         epochs=args.epochs, mini_batch_size=args.batch_size, optimizer=args.optimizer,
@@ -178,6 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive, default=100)
     p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, default="adam")
     p.add_argument("--lr", type=_positive_float, default=0.001)
+    p.add_argument(
+        "--init",
+        default="he",
+        help="weight init: he (default), xavier, or a std such as the book's 0.01",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/simpleconvnet", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")

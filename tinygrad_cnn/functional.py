@@ -31,81 +31,161 @@ TensorLike = Tensor | np.ndarray | float | int
 
 # ---------------------------------------------------------------------------- elementwise
 def add(a: TensorLike, b: TensorLike) -> Tensor:
-    """``a + b`` with broadcasting. Shapes: any two broadcastable shapes."""
+    """Elementwise ``a + b`` with NumPy broadcasting.
+
+    Parameters
+    ----------
+    a, b : Tensor, array or Python number, shapes broadcastable to a common shape S
+
+    Returns
+    -------
+    Tensor, shape S. Gradients are summed back to each operand's own shape.
+
+    Examples
+    --------
+    >>> add(Tensor(np.ones((2, 3))), Tensor(np.arange(3.0))).shape
+    (2, 3)
+    """
     return _ew.Add.apply(a, b)
 
 
 def sub(a: TensorLike, b: TensorLike) -> Tensor:
-    """``a - b`` with broadcasting."""
+    """Elementwise ``a - b`` with broadcasting.
+
+    Parameters
+    ----------
+    a, b : Tensor, array or Python number, shapes broadcastable to S
+
+    Returns
+    -------
+    Tensor, shape S
+    """
     return _ew.Sub.apply(a, b)
 
 
 def mul(a: TensorLike, b: TensorLike) -> Tensor:
-    """``a * b`` with broadcasting."""
+    """Elementwise ``a * b`` with broadcasting.
+
+    Parameters
+    ----------
+    a, b : Tensor, array or Python number, shapes broadcastable to S
+
+    Returns
+    -------
+    Tensor, shape S
+    """
     return _ew.Mul.apply(a, b)
 
 
 def div(a: TensorLike, b: TensorLike) -> Tensor:
-    """``a / b`` with broadcasting."""
+    """Elementwise ``a / b`` with broadcasting.
+
+    Parameters
+    ----------
+    a, b : Tensor, array or Python number, shapes broadcastable to S (b nonzero)
+
+    Returns
+    -------
+    Tensor, shape S
+    """
     return _ew.Div.apply(a, b)
 
 
 def neg(x: TensorLike) -> Tensor:
-    """``-x``."""
+    """Elementwise ``-x``; x : Tensor of any shape S -> Tensor, shape S."""
     return _ew.Neg.apply(x)
 
 
 def pow(x: TensorLike, exponent: float) -> Tensor:  # noqa: A001
-    """``x ** exponent`` for a Python-number exponent (a tensor exponent is not supported)."""
+    """Elementwise ``x ** exponent``.
+
+    Parameters
+    ----------
+    x : Tensor, shape S
+    exponent : int or float
+        A Python number; a tensor exponent is not supported.
+
+    Returns
+    -------
+    Tensor, shape S
+    """
     if isinstance(exponent, Tensor) or not isinstance(exponent, int | float):
         raise TypeError(f"pow: exponent must be a Python int or float, got {type(exponent)}")
     return _ew.Pow.apply(x, exponent=exponent)
 
 
 def exp(x: TensorLike) -> Tensor:
-    """Elementwise ``e ** x``."""
+    """Elementwise ``e ** x``; x : Tensor, shape S -> Tensor, shape S."""
     return _ew.Exp.apply(x)
 
 
 def log(x: TensorLike) -> Tensor:
-    """Elementwise natural logarithm (x > 0)."""
+    """Elementwise natural logarithm; x : Tensor, shape S, x > 0 -> Tensor, shape S."""
     return _ew.Log.apply(x)
 
 
 def relu(x: TensorLike) -> Tensor:
-    """``max(x, 0)`` elementwise; gradient 1 where x > 0, else 0."""
+    """Elementwise ``max(x, 0)``; x : Tensor, shape S -> Tensor, shape S.
+
+    The gradient is 1 where x > 0 and 0 elsewhere (0 at exactly x == 0).
+    """
     return _ew.ReLU.apply(x)
 
 
 def sigmoid(x: TensorLike) -> Tensor:
-    """``1 / (1 + exp(-x))``, computed without overflow."""
+    """Elementwise ``1 / (1 + exp(-x))`` without overflow; shape S -> shape S."""
     return _ew.Sigmoid.apply(x)
 
 
 def tanh(x: TensorLike) -> Tensor:
-    """Elementwise hyperbolic tangent."""
+    """Elementwise hyperbolic tangent; x : Tensor, shape S -> Tensor, shape S."""
     return _ew.Tanh.apply(x)
 
 
 # ---------------------------------------------------------------------------- reductions
 def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """Sum over ``axis`` (None: all, int, or tuple of ints)."""
+    """Sum over axes.
+
+    Parameters
+    ----------
+    x : Tensor, shape S
+    axis : None, int or tuple of ints
+        Axes to reduce; None reduces all.
+    keepdims : bool
+        Keep reduced axes with length 1.
+
+    Returns
+    -------
+    Tensor, S without (or with length-1) reduced axes; shape () for ``axis=None``.
+    """
     x = as_tensor(x)
     return _shape.Sum.apply(x, axis=_shape._normalize_axes(axis, x.ndim, "sum"), keepdims=keepdims)
 
 
 def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
-    """Mean over ``axis`` (None: all, int, or tuple of ints)."""
+    """Mean over axes; same arguments and shapes as :func:`sum`."""
     x = as_tensor(x)
     axes = _shape._normalize_axes(axis, x.ndim, "mean")
     return _shape.Mean.apply(x, axis=axes, keepdims=keepdims)
 
 
 def max(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
-    """Maximum over one axis (or all when None). Ties: the gradient goes to the first maximum."""
-    x = as_tensor(x)
+    """Maximum over one axis, or over all elements when ``axis`` is None.
+
+    Parameters
+    ----------
+    x : Tensor, shape S (not empty)
+    axis : int or None
+    keepdims : bool
+
+    Returns
+    -------
+    Tensor, S without (or with length-1) axis ``axis``.
+    Ties: the whole gradient goes to the first maximal element.
+    """
     if axis is not None:
-        (axis,) = _shape._normalize_axes(axis, x.ndim, "max")
+        x, axis = _one_axis(x, axis, "max")
+    x = as_tensor(x)
     if x.size == 0:
         raise ValueError(f"max: cannot take the max of an empty tensor of shape {x.shape}")
     return _shape.Max.apply(x, axis=axis, keepdims=keepdims)
@@ -113,17 +193,49 @@ def max(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tenso
 
 # ---------------------------------------------------------------------------- shape ops
 def reshape(x: TensorLike, shape: tuple[int, ...]) -> Tensor:
-    """View ``x`` with a new shape of the same size (one dim may be -1)."""
+    """Same data in a new shape.
+
+    Parameters
+    ----------
+    x : Tensor, shape S
+    shape : tuple of ints
+        Same number of elements as S; one entry may be -1.
+
+    Returns
+    -------
+    Tensor, shape ``shape``
+    """
     return _shape.Reshape.apply(x, shape=tuple(shape))
 
 
 def transpose(x: TensorLike, axes: tuple[int, ...] | None = None) -> Tensor:
-    """Permute dimensions (reverse them when ``axes`` is None)."""
+    """Permute dimensions.
+
+    Parameters
+    ----------
+    x : Tensor, shape (d0, ..., dk)
+    axes : tuple of ints, optional
+        A permutation of ``range(k + 1)``; None reverses the dimensions.
+
+    Returns
+    -------
+    Tensor, shape ``(d[axes[0]], ..., d[axes[k]])``
+    """
     return _shape.Transpose.apply(x, axes=None if axes is None else tuple(axes))
 
 
 def flatten(x: TensorLike, start_dim: int = 1) -> Tensor:
-    """Merge dims ``start_dim..`` into one: (N, C, H, W) -> (N, C*H*W) by default."""
+    """Merge the dimensions from ``start_dim`` on into one.
+
+    Parameters
+    ----------
+    x : Tensor, shape (N, C, H, W) for example
+    start_dim : int
+
+    Returns
+    -------
+    Tensor, shape (N, C*H*W) for the default ``start_dim=1``.
+    """
     x = as_tensor(x)
     if not 0 <= start_dim < builtins.max(x.ndim, 1):
         raise ValueError(f"flatten: start_dim {start_dim} out of range for shape {x.shape}")
@@ -131,7 +243,17 @@ def flatten(x: TensorLike, start_dim: int = 1) -> Tensor:
 
 
 def getitem(x: TensorLike, index: Any) -> Tensor:
-    """``x[index]`` for basic slices and integer arrays; repeated indices accumulate grads."""
+    """``x[index]``: basic slices, integers and integer arrays (also Tensors of integers).
+
+    Parameters
+    ----------
+    x : Tensor, shape S
+    index : anything NumPy accepts for basic or integer-array indexing
+
+    Returns
+    -------
+    Tensor, shape of ``x.data[index]``. Repeated indices accumulate their gradients.
+    """
     if isinstance(index, Tensor):
         index = index.data
     elif isinstance(index, tuple):
@@ -141,7 +263,17 @@ def getitem(x: TensorLike, index: Any) -> Tensor:
 
 # ---------------------------------------------------------------------------- linear algebra
 def matmul(a: TensorLike, b: TensorLike) -> Tensor:
-    """Matrix product. a (..., N, K) @ b (..., K, M) -> (..., N, M); batch dims broadcast."""
+    """Matrix product, 2-D or batched.
+
+    Parameters
+    ----------
+    a : Tensor, shape (..., N, K)
+    b : Tensor, shape (..., K, M); the leading batch dims broadcast against a's
+
+    Returns
+    -------
+    Tensor, shape (..., N, M)
+    """
     return _la.MatMul.apply(a, b)
 
 
@@ -198,28 +330,72 @@ def _pool_args(op: str, kernel_size: Any, stride: Any, padding: Any) -> dict[str
 
 
 def max_pool2d(x: TensorLike, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
-    """Max pooling over (N, C, H, W) -> (N, C, OH, OW). ``stride`` defaults to the kernel.
+    """Max pooling.
 
-    Padding acts as -inf and may be at most half the kernel. Overlapping windows (stride <
-    kernel) accumulate gradients. Ties: the gradient goes to the first maximum of the window
-    in row-major order.
+    Parameters
+    ----------
+    x : Tensor, shape (N, C, H, W)
+    kernel_size : int or (KH, KW)
+    stride : int or (SH, SW), optional
+        Defaults to the kernel size.
+    padding : int or (PH, PW)
+        Acts as -inf; at most half the kernel per side.
+
+    Returns
+    -------
+    Tensor, shape (N, C, OH, OW) with ``OH = (H + 2*PH - KH) // SH + 1``.
+    Overlapping windows (stride < kernel) accumulate gradients. Ties: a window's gradient goes
+    to its first maximal element in row-major order.
     """
     return _conv.MaxPool2d.apply(x, **_pool_args("max_pool2d", kernel_size, stride, padding))
 
 
 def avg_pool2d(x: TensorLike, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
-    """Average pooling over (N, C, H, W) -> (N, C, OH, OW); zero padding counts in the mean."""
+    """Average pooling; same arguments and shapes as :func:`max_pool2d`.
+
+    Zero padding counts in the mean (the divisor is always KH*KW).
+    """
     return _conv.AvgPool2d.apply(x, **_pool_args("avg_pool2d", kernel_size, stride, padding))
 
 
 # ---------------------------------------------------------------------------- softmax & loss
+def _one_axis(x: TensorLike, axis: Any, op: str) -> tuple[Tensor, int]:
+    x = as_tensor(x)
+    if not isinstance(axis, int | np.integer):
+        raise TypeError(f"{op}: axis must be one int, got {axis!r}")
+    (axis,) = _shape._normalize_axes(axis, x.ndim, op)
+    return x, axis
+
+
 def softmax(x: TensorLike, axis: int = -1) -> Tensor:
-    """Softmax along ``axis``, shifted by the max for stability."""
+    """Softmax along ``axis``, computed from max-shifted values (never overflows).
+
+    Parameters
+    ----------
+    x : Tensor, shape S
+    axis : int
+
+    Returns
+    -------
+    Tensor, shape S; entries along ``axis`` are positive and sum to 1.
+    """
+    x, axis = _one_axis(x, axis, "softmax")
     return _loss.Softmax.apply(x, axis=axis)
 
 
 def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
-    """``log(softmax(x))`` computed directly (exact for large logits)."""
+    """``log(softmax(x))`` computed directly, exact for logits of any magnitude.
+
+    Parameters
+    ----------
+    x : Tensor, shape S
+    axis : int
+
+    Returns
+    -------
+    Tensor, shape S
+    """
+    x, axis = _one_axis(x, axis, "log_softmax")
     return _loss.LogSoftmax.apply(x, axis=axis)
 
 

@@ -1,4 +1,4 @@
-"""Modules: parameters found from attributes, layers, and the book's ``SimpleConvNet``.
+"""Modules: parameters found from attributes, and the layers networks are built from.
 
 Layers hold parameters and call ops from ``functional``; no layer has a hand-written backward.
 """
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from .autograd import module_scope, no_grad
-from .ops.conv import conv_output_size, pair
+from .autograd import module_scope
+from .ops.conv import pair
 from .tensor import Tensor
 
 InitSpec = float | str
@@ -69,29 +69,35 @@ class Module:
 
     # ---------------------------------------------------------------- parameters
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
+        """(dotted name, parameter) pairs, e.g. ``("conv1.weight", ...)``."""
         for name, p in self._params.items():
             yield prefix + name, p
         for name, m in self._modules.items():
             yield from m.named_parameters(prefix + name + ".")
 
     def parameters(self) -> list[Parameter]:
+        """Every parameter, in registration order (sub-modules after own parameters)."""
         return [p for _, p in self.named_parameters()]
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
+        """(dotted name, module) pairs, this module first with name ``""``."""
         yield prefix.rstrip("."), self
         for name, m in self._modules.items():
             yield from m.named_modules(prefix + name + ".")
 
     def zero_grad(self) -> None:
+        """Drop every parameter's gradient (``backward`` accumulates into ``.grad``)."""
         for p in self.parameters():
             p.grad = None
 
     def train(self, mode: bool = True) -> Module:
+        """Set training mode (Dropout active) on this module and all sub-modules."""
         for _, m in self.named_modules():
             object.__setattr__(m, "training", mode)
         return self
 
     def eval(self) -> Module:
+        """Set evaluation mode (Dropout off)."""
         return self.train(False)
 
     def state_dict(self) -> dict[str, np.ndarray]:
@@ -206,6 +212,8 @@ class Conv2d(Module):
 
 
 class MaxPool2d(Module):
+    """Max pooling layer: (N, C, H, W) -> (N, C, OH, OW); see ``functional.max_pool2d``."""
+
     def __init__(self, kernel_size: Any, stride: Any = None, padding: Any = 0) -> None:
         super().__init__()
         self.kernel_size, self.stride, self.padding = kernel_size, stride, padding
@@ -215,21 +223,29 @@ class MaxPool2d(Module):
 
 
 class AvgPool2d(MaxPool2d):
+    """Average pooling layer: (N, C, H, W) -> (N, C, OH, OW); see ``functional.avg_pool2d``."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.avg_pool2d(x, self.kernel_size, self.stride, self.padding)
 
 
 class ReLU(Module):
+    """``max(x, 0)``, any shape."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(x)
 
 
 class Sigmoid(Module):
+    """``1 / (1 + exp(-x))``, any shape."""
+
     def forward(self, x: Tensor) -> Tensor:
         return F.sigmoid(x)
 
 
 class Flatten(Module):
+    """(N, C, H, W) -> (N, C*H*W) (dims from ``start_dim`` merged)."""
+
     def __init__(self, start_dim: int = 1) -> None:
         super().__init__()
         self.start_dim = start_dim
@@ -274,112 +290,4 @@ class Sequential(Module):
         return len(self._modules)
 
 
-def _as_labels(t: Any) -> np.ndarray:
-    t = t.data if isinstance(t, Tensor) else np.asarray(t)
-    return t.argmax(axis=1) if t.ndim == 2 else t
-
-
-class SimpleConvNet(Module):
-    """The book's network: conv - relu - pool - affine - relu - affine (- softmax in the loss).
-
-    Parameters
-    ----------
-    input_dim : (C, H, W)
-    conv_param : dict with ``filter_num``, ``filter_size``, ``pad``, ``stride``
-    hidden_size, output_size : int
-    weight_init_std : float or str
-        0.01 as in the book, or 'he'/'relu', 'xavier'/'sigmoid' (per layer fan-in).
-    seed : int or Generator, optional
-        Makes the initial weights reproducible.
-    """
-
-    def __init__(
-        self,
-        input_dim: tuple[int, int, int] = (1, 28, 28),
-        conv_param: dict[str, int] | None = None,
-        hidden_size: int = 100,
-        output_size: int = 10,
-        weight_init_std: InitSpec = 0.01,
-        seed: int | np.random.Generator | None = None,
-        dtype: Any = np.float32,
-    ) -> None:
-        super().__init__()
-        cp = {"filter_num": 30, "filter_size": 5, "pad": 0, "stride": 1, **(conv_param or {})}
-        C, H, W = input_dim
-        fn, fs, pad, stride = cp["filter_num"], cp["filter_size"], cp["pad"], cp["stride"]
-        oh, ow = conv_output_size(H, fs, stride, pad), conv_output_size(W, fs, stride, pad)
-        ph, pw = conv_output_size(oh, 2, 2, 0), conv_output_size(ow, 2, 2, 0)
-        if min(oh, ow, ph, pw) < 1:
-            raise ValueError(
-                f"SimpleConvNet: input {input_dim} is too small for a {fs}x{fs} filter "
-                "followed by 2x2 pooling"
-            )
-        rng = _rng(seed)
-        std = weight_init_std
-        self.conv1 = Conv2d(C, fn, fs, stride, pad, init=std, rng=rng, dtype=dtype)
-        self.relu1 = ReLU()
-        self.pool1 = MaxPool2d(2, 2)
-        self.flatten = Flatten()
-        self.fc1 = Linear(fn * ph * pw, hidden_size, init=std, rng=rng, dtype=dtype)
-        self.relu2 = ReLU()
-        self.fc2 = Linear(hidden_size, output_size, init=std, rng=rng, dtype=dtype)
-        self.input_dim = tuple(input_dim)
-
-    def forward(self, x: Any) -> Tensor:
-        x = x if isinstance(x, Tensor) else Tensor(np.asarray(x))
-        x = self.pool1(self.relu1(self.conv1(x)))
-        return self.fc2(self.relu2(self.fc1(self.flatten(x))))
-
-    def predict(self, x: Any) -> Tensor:
-        """Logits (N, output_size) for images (N, C, H, W)."""
-        return self(x)
-
-    def loss(self, x: Any, t: Any) -> Tensor:
-        """Mean softmax cross-entropy; ``t`` integer labels (N,) or one-hot (N, K)."""
-        t = t if isinstance(t, Tensor) else Tensor(np.asarray(t))
-        return F.softmax_cross_entropy(self.predict(x), t)
-
-    def accuracy(self, x: Any, t: Any, batch_size: int = 100) -> float:
-        """Fraction of correct predictions over every sample (the last short batch counts)."""
-        x = x.data if isinstance(x, Tensor) else np.asarray(x)
-        labels = _as_labels(t)
-        if len(x) != len(labels):
-            raise ValueError(f"accuracy: {len(x)} images but {len(labels)} labels")
-        if len(x) == 0:
-            raise ValueError("accuracy: no samples")
-        correct = 0
-        was_training = self.training
-        self.eval()
-        with no_grad():
-            for i in range(0, len(x), batch_size):
-                logits = self.predict(x[i : i + batch_size]).data
-                correct += int((logits.argmax(axis=1) == labels[i : i + batch_size]).sum())
-        self.train(was_training)
-        return correct / len(x)
-
-    def gradient(self, x: Any, t: Any) -> dict[str, np.ndarray]:
-        """Gradients of the loss by parameter name (``conv1.weight``, ...)."""
-        self.zero_grad()
-        self.loss(x, t).backward()
-        return {name: p.grad for name, p in self.named_parameters()}
-
-    def save_params(self, path: str) -> None:
-        """Write the parameters to an ``.npz`` file atomically."""
-        from .io import save_npz
-
-        save_npz(path, self.state_dict())
-
-    def load_params(self, path: str) -> None:
-        """Load parameters from our ``.npz`` or from the book's ``params.pkl`` (W1 ... b3)."""
-        from .io import load_book_pickle, load_npz
-
-        if str(path).endswith(".pkl"):
-            book = load_book_pickle(path)
-            names = [name for name, _ in self.named_parameters()]
-            keys = ["W1", "b1", "W2", "b2", "W3", "b3"]
-            if sorted(book) != sorted(keys):
-                raise ValueError(f"load_params: {path} has keys {sorted(book)}, expected {keys}")
-            state = {name: book[key] for name, key in zip(names, keys, strict=True)}
-        else:
-            state = load_npz(path)
-        self.load_state_dict(state)
+from .models import SimpleConvNet  # noqa: E402,F401  (kept importable from nn)

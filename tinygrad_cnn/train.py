@@ -174,14 +174,30 @@ class Trainer:
         arrays = load_npz(path)
         if "meta" not in arrays:
             raise ValueError(f"{path}: not a tinygrad_cnn checkpoint (no 'meta' entry)")
-        meta = json.loads(str(arrays["meta"]))
+        try:
+            meta = json.loads(str(arrays["meta"]))
+            epoch, hist, batches = int(meta["epoch"]), meta["history"], meta["batches"]
+            hist = {
+                k: list(hist[k]) for k in ("train_loss", "train_acc", "test_acc", "epoch_seconds")
+            }
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"{path}: damaged checkpoint metadata ({e!r})") from None
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
         optim = {k[6:]: _scalar(v) for k, v in arrays.items() if k.startswith("optim/")}
-        self.network.load_state_dict(params)
-        self.optimizer.load_state_dict(optim)
-        self.batches.load_state_dict(meta["batches"])
-        self.epoch = int(meta["epoch"])
-        hist = meta["history"]
+        # restore into copies first, so a mismatch leaves the live objects untouched
+        saved_params, saved_optim = self.network.state_dict(), self.optimizer.state_dict()
+        try:
+            self.network.load_state_dict(params)
+            self.optimizer.load_state_dict(optim)
+        except ValueError as e:
+            self.network.load_state_dict(saved_params)
+            self.optimizer.load_state_dict(saved_optim)
+            raise ValueError(
+                f"{path} does not fit this network and {type(self.optimizer).__name__} "
+                f"optimizer (resume with the same options it was trained with): {e}"
+            ) from None
+        self.batches.load_state_dict(batches)
+        self.epoch = epoch
         self.train_loss_list, self.train_acc_list = hist["train_loss"], hist["train_acc"]
         self.test_acc_list, self.epoch_seconds = hist["test_acc"], hist["epoch_seconds"]
 
