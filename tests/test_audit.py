@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 
@@ -9,7 +10,7 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn.functional as F
-from tinygrad_cnn import Function, Tensor, autograd
+from tinygrad_cnn import Function, Tensor, autograd, no_grad
 from tinygrad_cnn.audit import AnomalyError, audit_command, audit_graph, detect_anomaly
 from tinygrad_cnn.nn import SimpleConvNet
 
@@ -235,3 +236,11 @@ def test_anomaly_blames_inputs_that_arrive_broken():
     x = Tensor(np.array([np.nan, 1.0]), requires_grad=True)
     with pytest.raises(AnomalyError, match="input 0 already held nan/inf"), detect_anomaly():
         x * 2.0
+
+
+def test_anomaly_also_watches_ops_that_are_not_recorded():
+    for requires_grad, context in ((False, contextlib.nullcontext), (True, no_grad)):
+        x = Tensor(np.array([-1.0, 2.0]), requires_grad=requires_grad)
+        with pytest.raises(AnomalyError, match="Log produced nan"), np.errstate(invalid="ignore"):
+            with detect_anomaly(), context():
+                x.log()

@@ -151,7 +151,7 @@ X, W3 = z((1, 1, 5, 5)), z((3, 1, 3, 3))
 BAD_GEOMETRY = [
     (lambda: F.conv2d(z((1, 2, 5, 5)), W3), ["conv2d", "channel", "(1, 2, 5, 5)", "(3, 1, 3, 3)"]),
     (lambda: F.conv2d(z((1, 1, 3, 3)), z((3, 1, 5, 5))), ["conv2d", "kernel", "(1, 1, 3, 3)"]),
-    (lambda: F.conv2d(X, W3, stride=0), ["conv2d", "stride"]),
+    (lambda: F.conv2d(X, W3, stride=0), ["conv2d", "stride", "(1, 1, 5, 5)"]),
     (lambda: F.conv2d(X, W3, padding=-1), ["conv2d", "padding"]),
     (lambda: F.conv2d(z((1, 5, 5)), W3), ["conv2d", "4-D", "(1, 5, 5)"]),
     (lambda: F.conv2d(X, W3, z(2)), ["conv2d", "b", "(2,)"]),
@@ -159,6 +159,7 @@ BAD_GEOMETRY = [
     (lambda: F.max_pool2d(z((1, 1, 4, 4)), 2, padding=2), ["max_pool2d", "padding"]),
     (lambda: F.avg_pool2d(z((1, 1, 4, 4)), 2, stride=-1), ["avg_pool2d", "stride"]),
     (lambda: F.max_pool2d(z((4, 4)), 2), ["max_pool2d", "4-D", "(4, 4)"]),
+    (lambda: F.max_pool2d(z((1, 1, 4, 4)), 0), ["max_pool2d", "kernel size", "(1, 1, 4, 4)"]),
     (lambda: im2col(z((1, 1, 2, 2)), 3), ["im2col", "kernel"]),
     (lambda: col2im(z((3, 3)), (1, 1, 4, 4), 2), ["col2im", "(3, 3)"]),
 ]

@@ -147,12 +147,19 @@ def test_gradient_norms_and_no_grad():
     x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
     loss = net.loss(x, [1, 2, 3, 4])
     before = draw_graph(loss, show_grads=True).source
-    assert before.count("no grad") == 6
+    assert before.count("no grad") == 6 + 8  # parameters and the 8 op outputs
     loss.backward(retain_graph=True)
     src = draw_graph(loss, show_grads=True).source
     norm = np.linalg.norm(net.fc2.bias.grad)
     assert f"|grad| = {norm:.4e}" in node_line(src, "fc2.bias")
-    assert src.count("|grad| = ") == 6 and "no grad" not in src
+    assert src.count("|grad| = ") == 6 + 8 and "no grad" not in src
+    assert "|grad| = 1.0000e+00" in node_line(src, "loss")  # d loss / d loss
+    # an intermediate: the logits' gradient is (softmax - onehot) / N
+    logits = net.predict(x).data.astype(np.float64)
+    p = np.exp(logits - logits.max(1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    p[np.arange(4), [1, 2, 3, 4]] -= 1
+    assert f"|grad| = {np.linalg.norm(p / 4):.3e}"[:14] in src
     # Two roots, backward from one: the other's parameter was never reached; a zero gradient
     # that was reached is not "no grad".
     a = Tensor(np.ones(2, np.float32), requires_grad=True, name="a")
@@ -240,12 +247,12 @@ def test_plot_module_and_graph_command(tmp_path, capsys):
     net = SimpleConvNet(seed=0)
     x = np.random.default_rng(2).random((2, 1, 28, 28), dtype=np.float32)
     src = plot_module(net, x, tmp_path / "m.dot", t=[0, 1], show_grads=True).read_text()
-    assert src.count("|grad| = ") == 6 and net.conv1.weight.grad is not None
+    assert src.count("|grad| = ") == 6 + 8 and net.conv1.weight.grad is not None
     assert "SoftmaxCrossEntropy" not in plot_module(net, x, tmp_path / "p.dot").read_text()
     graph_command(str(tmp_path / "cli.dot"), grads=True)
     out = capsys.readouterr().out
     assert "24 nodes, 23 edges" in out and str(tmp_path / "cli.dot") in out
-    assert (tmp_path / "cli.dot").read_text().count("|grad| = ") == 6
+    assert (tmp_path / "cli.dot").read_text().count("|grad| = ") == 6 + 8
     with pytest.raises(ValueError, match="unknown model"):
         graph_command(str(tmp_path / "x.dot"), grads=False, model="lenet")
 

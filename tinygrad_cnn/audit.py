@@ -28,6 +28,7 @@ from . import autograd
 from .autograd import Function, enable_grad
 from .ops import conv as _conv
 from .ops import elementwise as _ew
+from .ops import pool as _pool
 from .ops import shape as _shape
 from .tensor import Tensor
 from .viz import graph_tensors, node_ids, op_label
@@ -70,7 +71,7 @@ def _maxpool_kinks(fn: Function, xs: Sequence[np.ndarray], margin: float) -> Mas
 KINKS: dict[type[Function], Callable[[Function, Sequence[np.ndarray], float], Masks]] = {
     _ew.ReLU: _relu_kinks,
     _shape.Max: _max_kinks,
-    _conv.MaxPool2d: _maxpool_kinks,
+    _pool.MaxPool2d: _maxpool_kinks,
 }
 
 

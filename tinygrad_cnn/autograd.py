@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import numpy as np
 
+from .workspace import memory_order, workspace  # noqa: F401  (ops import them here)
+
 if TYPE_CHECKING:
     from .tensor import Tensor
 
@@ -144,21 +146,23 @@ class Function:
         fn = cls(**attrs)
         first = next((t for t in inputs if isinstance(t, Tensor)), None)
         tensors = tuple(as_tensor(t, like=first) for t in inputs)
-        fn.needs_input_grad = tuple(t.requires_grad for t in tensors)
+        # Under no_grad nothing needs a gradient, so ops skip saving arrays for backward.
+        fn.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in tensors)
         fn.saved = {}
         out = fn.forward(*(t.data for t in tensors))
-        requires_grad = _grad_enabled and any(fn.needs_input_grad)
+        requires_grad = any(fn.needs_input_grad)
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
             fn.parents = tensors
             fn.scope = _scope
             result._ctx = fn
-            for hook in _creation_hooks:
-                hook(fn, tensors, result)
+        for hook in _creation_hooks:
+            hook(fn, tensors, result)
         return result
 
 
-#: Callables ``hook(fn, inputs, output)`` run for every recorded op (used by anomaly mode).
+#: Callables ``hook(fn, inputs, output)`` run after every op's forward, recorded or not
+#: (used by anomaly mode).
 _creation_hooks: list[Callable[[Function, tuple[Tensor, ...], Tensor], None]] = []
 #: Callables ``hook(fn, grads)`` run after every op backward (used by anomaly mode).
 _backward_hooks: list[Callable[[Function, tuple[np.ndarray | None, ...]], None]] = []
@@ -232,42 +236,53 @@ def backward(root: Tensor, grad: np.ndarray | None = None, retain_graph: bool = 
         gy = gy.astype(root.dtype, copy=False)
 
     grads: dict[int, np.ndarray] = {id(root): gy}
+    # The walk holds leaves but only (id, op) of intermediate tensors: an activation nobody
+    # else holds is then freed as soon as the ops that used it are done (``free`` drops their
+    # inputs), and its buffer serves the gradients still to come.
+    walk = [(id(t), t._ctx, t if t._ctx is None else None) for t in reversed(toposort(root))]
     with no_grad():
-        for node in reversed(toposort(root)):
-            g = grads.pop(id(node), None)
-            ctx = node._ctx
-            if ctx is None:
-                if g is not None and node.requires_grad:
-                    _accumulate_leaf(node, g)
+        for key, ctx, leaf in walk:
+            g = grads.pop(key, None)
+            if leaf is not None:
+                if g is not None and leaf.requires_grad:
+                    _accumulate_leaf(leaf, g)
                 continue
             if ctx.freed:
                 raise RuntimeError(
                     f"backward: the graph through {ctx.name} was already freed by an earlier "
                     "backward(); use retain_graph=True"
                 )
-            if g is None:
-                continue
-            gxs = ctx.backward(g)
-            if not isinstance(gxs, tuple):
-                gxs = (gxs,)
-            for hook in _backward_hooks:
-                hook(ctx, gxs)
-            for parent, need, gx in zip(ctx.parents, ctx.needs_input_grad, gxs, strict=True):
-                if not need or gx is None:
-                    continue
-                gx = unbroadcast(gx, parent.shape)
-                if gx.dtype != parent.dtype:
-                    gx = gx.astype(parent.dtype)
-                prev = grads.get(id(parent))
-                grads[id(parent)] = gx if prev is None else prev + gx
+            if g is not None:
+                if retain_graph:  # a float for graph drawings; the array itself is not kept
+                    ctx.out_grad_norm = float(np.linalg.norm(g))
+                _backward_op(ctx, g, grads)
             if not retain_graph:
                 ctx.free()
+
+
+def _backward_op(ctx: Function, gy: np.ndarray, grads: dict[int, np.ndarray]) -> None:
+    """Run one op's backward and add its input gradients to ``grads`` (a function of its
+    own, so that its locals, inputs included, are released when it returns)."""
+    gxs = ctx.backward(gy)
+    if not isinstance(gxs, tuple):
+        gxs = (gxs,)
+    for hook in _backward_hooks:
+        hook(ctx, gxs)
+    for parent, need, gx in zip(ctx.parents, ctx.needs_input_grad, gxs, strict=True):
+        if not need or gx is None:
+            continue
+        gx = unbroadcast(gx, parent.shape)
+        if gx.dtype != parent.dtype:
+            gx = gx.astype(parent.dtype)
+        prev = grads.get(id(parent))
+        grads[id(parent)] = gx if prev is None else prev + gx
 
 
 def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
     """PyTorch semantics: the first gradient is copied in, later ones are added in place."""
     if leaf.grad is None:
-        leaf.grad = np.array(g, dtype=leaf.dtype, copy=True)
+        leaf.grad = workspace.empty(leaf.shape, leaf.dtype)
+        np.copyto(leaf.grad, g, casting="unsafe")
     else:
         np.add(leaf.grad, g, out=leaf.grad)
 

@@ -15,6 +15,7 @@ from .ops import conv as _conv
 from .ops import elementwise as _ew
 from .ops import linalg as _la
 from .ops import loss as _loss
+from .ops import pool as _pool
 from .ops import shape as _shape
 from .ops.conv import col2im, conv_output_size, im2col
 from .tensor import Axis, Tensor, as_tensor
@@ -347,7 +348,7 @@ def max_pool2d(x: TensorLike, kernel_size: Any, stride: Any = None, padding: Any
     Overlapping windows (stride < kernel) accumulate gradients. Ties: a window's gradient goes
     to its first maximal element in row-major order.
     """
-    return _conv.MaxPool2d.apply(x, **_pool_args("max_pool2d", kernel_size, stride, padding))
+    return _pool.MaxPool2d.apply(x, **_pool_args("max_pool2d", kernel_size, stride, padding))
 
 
 def avg_pool2d(x: TensorLike, kernel_size: Any, stride: Any = None, padding: Any = 0) -> Tensor:
@@ -355,7 +356,7 @@ def avg_pool2d(x: TensorLike, kernel_size: Any, stride: Any = None, padding: Any
 
     Zero padding counts in the mean (the divisor is always KH*KW).
     """
-    return _conv.AvgPool2d.apply(x, **_pool_args("avg_pool2d", kernel_size, stride, padding))
+    return _pool.AvgPool2d.apply(x, **_pool_args("avg_pool2d", kernel_size, stride, padding))
 
 
 # ---------------------------------------------------------------------------- softmax & loss

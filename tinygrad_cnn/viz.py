@@ -125,6 +125,9 @@ def _tensor_label(
     if grads and t._ctx is None and t.requires_grad:
         g = t.grad
         lines.append("no grad" if g is None else f"|grad| = {float(np.linalg.norm(g)):.4e}")
+    elif grads and t._ctx is not None:
+        norm = getattr(t._ctx, "out_grad_norm", None)  # recorded by backward(retain_graph=True)
+        lines.append("no grad" if norm is None else f"|grad| = {norm:.4e}")
     # Escape backslashes from user text; "\n" between lines is a DOT escape for a line break.
     return "\\n".join(line.replace("\\", "\\\\") for line in lines)
 
@@ -224,9 +227,10 @@ def draw_graph(
     show_shapes, show_dtypes, show_data : bool
         What tensor nodes show besides their name (data: values if tiny, else the range).
     show_grads : bool
-        Show ``|grad|`` (the L2 norm of ``.grad``) on every leaf that requires grad, or "no grad"
-        when backward never reached it. Intermediate gradients are not drawn: the engine keeps
-        none, and drawing never runs backward.
+        Show ``|grad|``, the L2 norm of the gradient, on every tensor, or "no grad" where
+        backward never reached it: ``.grad`` for leaves, and for intermediates the norm that
+        ``backward(retain_graph=True)`` records (the engine keeps no intermediate gradient
+        arrays, and drawing never runs backward).
     group_by_module : bool
         Draw each module's ops, outputs and parameters in a labelled (nested) cluster.
     rankdir : {"TB", "LR", "BT", "RL"}

@@ -1,4 +1,4 @@
-"""Convolution and pooling over (N, C, H, W) images, via im2col.
+"""Convolution over (N, C, H, W) images via im2col, and the window helpers pooling shares.
 
 Notation
 --------
@@ -6,9 +6,12 @@ N batch, C input channels, H/W input height/width, OC output channels, KH/KW ker
 SH/SW stride, PH/PW zero padding per side, OH/OW output size:
 ``OH = (H + 2*PH - KH) // SH + 1`` (floor division; see ``conv_output_size``).
 
-Every op here works on the "window" view of the padded input, (N, C, OH, OW, KH, KW), made
-with stride tricks (no copy), and folds gradients back with a loop over the KH*KW kernel
-offsets only (never over N, H or W).
+Every op here works on the windows of the padded input, (N, C, OH, OW, KH, KW) views made
+with stride tricks or slicing (no copy), one kernel offset ("tap") at a time, and folds
+gradients back with a loop over the KH*KW kernel offsets only (never over N, H or W).
+Arrays come from the engine's ``workspace`` (reused between steps), and an op's output keeps
+its input's memory order: ``Conv2d`` returns (N, OC, OH, OW) views of (OH, OW, N, OC) memory,
+and ReLU and pooling carry that layout on (see ``Conv2d``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from ..autograd import Function
+from ..autograd import Function, workspace
 
 Pair = tuple[int, int]
 
@@ -44,12 +47,12 @@ def check_geometry(
     """Validate a 2-D window geometry for input (N, C, H, W); return (OH, OW)."""
     if len(x_shape) != 4:
         raise ValueError(f"{op}: input must be 4-D (N, C, H, W), got shape {x_shape}")
-    if min(stride) <= 0:
-        raise ValueError(f"{op}: stride must be positive, got {stride}")
-    if min(padding) < 0:
-        raise ValueError(f"{op}: padding must be non-negative, got {padding}")
     if min(kernel) <= 0:
-        raise ValueError(f"{op}: kernel size must be positive, got {kernel}")
+        raise ValueError(f"{op}: kernel size must be positive, got {kernel} (input {x_shape})")
+    if min(stride) <= 0:
+        raise ValueError(f"{op}: stride must be positive, got {stride} (input {x_shape})")
+    if min(padding) < 0:
+        raise ValueError(f"{op}: padding must be non-negative, got {padding} (input {x_shape})")
     H, W = x_shape[2:]
     (KH, KW), (PH, PW) = kernel, padding
     if KH > H + 2 * PH or KW > W + 2 * PW:
@@ -68,7 +71,8 @@ def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
     if PH == 0 and PW == 0:
         return x
     N, C, H, W = x.shape
-    xp = np.full((N, C, H + 2 * PH, W + 2 * PW), value, dtype=x.dtype)
+    xp = workspace.empty((N, C, H + 2 * PH, W + 2 * PW), x.dtype)
+    xp.fill(value)
     xp[:, :, PH : H + PH, PW : W + PW] = x
     return xp
 
@@ -85,19 +89,33 @@ def windows(xp: np.ndarray, kernel: Pair, stride: Pair, out: Pair) -> np.ndarray
     )
 
 
+def taps(i: int, j: int, stride: Pair, out: Pair) -> tuple[slice, slice]:
+    """Rows and columns that kernel offset (i, j) reads across all OH x OW windows."""
+    (SH, SW), (OH, OW) = stride, out
+    return slice(i, i + SH * (OH - 1) + 1, SH), slice(j, j + SW * (OW - 1) + 1, SW)
+
+
+def tap(xp: np.ndarray, i: int, j: int, stride: Pair, out: Pair) -> np.ndarray:
+    """View (N, C, OH, OW) of the element at kernel offset (i, j) of every window of xp.
+
+    Equal to ``windows(xp, ...)[..., i, j]``, but writeable when ``xp`` is.
+    """
+    rows, cols = taps(i, j, stride, out)
+    return xp[:, :, rows, cols]
+
+
 def fold(
     g6: np.ndarray, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair
 ) -> np.ndarray:
     """Adjoint of ``windows``: add window gradients (N, C, OH, OW, KH, KW) into (N, C, H, W)."""
     N, C, H, W = x_shape
-    (KH, KW), (SH, SW), (PH, PW) = kernel, stride, padding
-    OH, OW = g6.shape[2:4]
-    gxp = np.zeros((N, C, H + 2 * PH, W + 2 * PW), dtype=g6.dtype)
+    (KH, KW), (PH, PW) = kernel, padding
+    out = g6.shape[2:4]
+    gxp = workspace.zeros((N, C, H + 2 * PH, W + 2 * PW), g6.dtype)
     for i in range(KH):
         for j in range(KW):
-            gxp[:, :, i : i + SH * (OH - 1) + 1 : SH, j : j + SW * (OW - 1) + 1 : SW] += g6[
-                :, :, :, :, i, j
-            ]
+            acc = tap(gxp, i, j, stride, out)  # (N, C, OH, OW) view into gxp
+            acc += g6[:, :, :, :, i, j]
     return gxp[:, :, PH : H + PH, PW : W + PW]
 
 
@@ -144,7 +162,20 @@ def col2im(
 
 
 class Conv2d(Function):
-    """2-D cross-correlation: x (N, C, H, W), w (OC, C, KH, KW), b (OC,) -> (N, OC, OH, OW)."""
+    """2-D cross-correlation: x (N, C, H, W), w (OC, C, KH, KW), b (OC,) -> (N, OC, OH, OW).
+
+    im2col + one GEMM, with layouts chosen so that no big array is ever transposed:
+
+    - The images are first laid side by side, ``xs`` (C, H, W, N) (small: the input), so that
+      each kernel tap (a loop over KH*KW) copies runs of N contiguous values into ``col``
+      (C*KH*KW, OH*OW*N), im2col with K rows (the transpose of the book's layout).
+    - With a bias, ``col`` gets a last row of ones: the GEMM adds the bias, and the backward
+      GEMM returns its gradient (the sum of gy over N, OH, OW) as its last row.
+    - The GEMM writes y as (OH, OW, N, OC) memory, returned as a (N, OC, OH, OW) view (same
+      shape and values as NCHW, other strides). ReLU and pooling keep this layout, in which
+      each pooling tap is a run of N*OC contiguous values; backward reads gy back without a
+      copy when it comes in that layout.
+    """
 
     attr_names = ("kernel", "stride", "padding")
     stride: Pair
@@ -163,86 +194,49 @@ class Conv2d(Function):
             raise ValueError(f"conv2d: b must have shape ({OC},), got {b.shape}")
         self.kernel = w.shape[2:]
         OH, OW = check_geometry("conv2d", x.shape, self.kernel, self.stride, self.padding)
-        N = x.shape[0]
-        col = im2col(x, self.kernel, self.stride, self.padding)  # (N*OH*OW, C*KH*KW)
-        wm = w.reshape(OC, -1)  # (OC, C*KH*KW)
-        y = col @ wm.T  # (N*OH*OW, OC)
+        (N, C, H, W), (PH, PW), K = x.shape, self.padding, w[0].size
+        dtype = np.result_type(x, w) if b is None else np.result_type(x, w, b)
+        xs = workspace.empty((C, H + 2 * PH, W + 2 * PW, N), dtype)
+        if PH or PW:
+            xs.fill(0)
+        np.copyto(xs[:, PH : PH + H, PW : PW + W], x.transpose(1, 2, 3, 0))  # from (N, C, H, W)
+        col = workspace.empty((K + (b is not None), OH * OW * N), dtype)
+        col6 = col[:K].reshape(C, *self.kernel, OH, OW, N)  # (C*KH*KW, ...) -> (C, KH, KW, ...)
+        for i, j in np.ndindex(*self.kernel):
+            rows, cols = taps(i, j, self.stride, (OH, OW))
+            col6[:, i, j] = xs[:, rows, cols]  # (C, OH, OW, N)
+        wm = w.reshape(OC, K)  # (OC, C, KH, KW) -> (OC, K)
         if b is not None:
-            y += b
-        self.save(col=col, wm=wm)
-        self.x_shape, self.w_shape = x.shape, w.shape
-        # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW)
-        return np.ascontiguousarray(y.reshape(N, OH, OW, OC).transpose(0, 3, 1, 2))
+            col[K] = 1
+            wm = np.concatenate([wm, b[:, None]], axis=1)  # (OC, K + 1)
+        y = workspace.empty((OH, OW, N, OC), dtype)
+        np.matmul(col.T, wm.T, out=y.reshape(OH * OW * N, OC))  # (OH*OW*N, K) @ (K, OC)
+        if any(self.needs_input_grad):
+            self.save(col=col, wm=wm)
+            self.x_shape, self.w_shape = x.shape, w.shape
+        return y.transpose(2, 3, 0, 1)  # (OH, OW, N, OC) memory viewed as (N, OC, OH, OW)
 
     def backward(self, gy):
         col, wm = self.saved["col"], self.saved["wm"]
-        OC = gy.shape[1]
-        # (N, OC, OH, OW) -> (N, OH, OW, OC) -> (N*OH*OW, OC)
-        gy2 = gy.transpose(0, 2, 3, 1).reshape(-1, OC)
+        (N, C, H, W), (PH, PW) = self.x_shape, self.padding
+        K = C * self.kernel[0] * self.kernel[1]
+        _, OC, OH, OW = gy.shape
+        # (N, OC, OH, OW) -> (OH, OW, N, OC) -> (OH*OW*N, OC): free when gy is in y's layout
+        gy2 = gy.transpose(2, 3, 0, 1).reshape(OH * OW * N, OC)
         need = self.needs_input_grad
-        gx = None
-        if need[0]:
-            gx = col2im(gy2 @ wm, self.x_shape, self.kernel, self.stride, self.padding)
-        gw = (gy2.T @ col).reshape(self.w_shape) if need[1] else None
-        if len(need) == 2:
-            return gx, gw
-        return gx, gw, (gy.sum(axis=(0, 2, 3)) if need[2] else None)
-
-
-class MaxPool2d(Function):
-    """Max over each window; padding acts as -inf.
-
-    Tie rule: when several elements of a window share the maximum, the whole gradient of that
-    window goes to the first of them in row-major order (as ``argmax`` picks it).
-    """
-
-    attr_names = ("kernel", "stride", "padding")
-    kernel: Pair
-    stride: Pair
-    padding: Pair
-
-    def forward(self, x):
-        OH, OW = check_geometry("max_pool2d", x.shape, self.kernel, self.stride, self.padding)
-        _check_pool_padding("max_pool2d", self.kernel, self.padding)
-        view = windows(_pad(x, self.padding, -np.inf), self.kernel, self.stride, (OH, OW))
-        N, C = x.shape[:2]
-        flat = view.reshape(N, C, OH, OW, -1)  # (N, C, OH, OW, KH*KW)
-        idx = np.argmax(flat, axis=-1)[..., None]
-        self.save(idx=idx)
-        self.x_shape = x.shape
-        return np.take_along_axis(flat, idx, axis=-1)[..., 0]
-
-    def backward(self, gy):
-        idx = self.saved["idx"]
-        g = np.zeros((*gy.shape, self.kernel[0] * self.kernel[1]), dtype=gy.dtype)
-        np.put_along_axis(g, idx, gy[..., None], axis=-1)
-        g6 = g.reshape(*gy.shape, *self.kernel)  # (N, C, OH, OW, KH, KW)
-        return fold(g6, self.x_shape, self.kernel, self.stride, self.padding)
-
-
-class AvgPool2d(Function):
-    """Mean over each window; zero padding counts in the divisor KH*KW."""
-
-    attr_names = ("kernel", "stride", "padding")
-    kernel: Pair
-    stride: Pair
-    padding: Pair
-
-    def forward(self, x):
-        OH, OW = check_geometry("avg_pool2d", x.shape, self.kernel, self.stride, self.padding)
-        _check_pool_padding("avg_pool2d", self.kernel, self.padding)
-        view = windows(_pad(x, self.padding), self.kernel, self.stride, (OH, OW))
-        self.x_shape = x.shape
-        return view.mean(axis=(4, 5))
-
-    def backward(self, gy):
-        KH, KW = self.kernel
-        g = gy / (KH * KW)
-        g6 = np.broadcast_to(g[..., None, None], (*gy.shape, KH, KW))
-        return fold(g6, self.x_shape, self.kernel, self.stride, self.padding)
-
-
-def _check_pool_padding(op: str, kernel: Pair, padding: Pair) -> None:
-    """Padding may be at most half the kernel, so no window lies wholly in the padding."""
-    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
-        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel}")
+        gx = gw = gb = None
+        if need[0]:  # col2im: the adjoint of the forward's tap copies
+            gcol = workspace.empty((K, OH * OW * N), gy2.dtype)
+            np.matmul(wm[:, :K].T, gy2.T, out=gcol)  # (K, OC) @ (OC, OH*OW*N)
+            gcol6 = gcol.reshape(C, *self.kernel, OH, OW, N)
+            gxs = workspace.zeros((C, H + 2 * PH, W + 2 * PW, N), gy2.dtype)
+            for i, j in np.ndindex(*self.kernel):
+                rows, cols = taps(i, j, self.stride, (OH, OW))
+                acc = gxs[:, rows, cols]  # (C, OH, OW, N) view into gxs
+                acc += gcol6[:, i, j]
+            gx = gxs[:, PH : PH + H, PW : PW + W].transpose(3, 0, 1, 2)  # -> (N, C, H, W)
+        if any(need[1:]):
+            gwb = gy2.T @ col.T  # (OC, OH*OW*N) @ (OH*OW*N, K [+1]) -> (OC, K [+1])
+            gw = gwb[:, :K].reshape(self.w_shape)  # (OC, K) -> (OC, C, KH, KW)
+            gb = gwb[:, K] if len(need) == 3 else None  # the row of ones: sum over N, OH, OW
+        return (gx, gw) if len(need) == 2 else (gx, gw, gb)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, workspace
 
 
 class MatMul(Function):
@@ -55,8 +55,9 @@ class Linear(Function):
     def backward(self, gy):
         x, w = self.saved["x"], self.saved["w"]
         need = self.needs_input_grad
-        gx = gy @ w.T if need[0] else None
-        gw = x.T @ gy if need[1] else None
+        dtype = np.result_type(gy, w, x)
+        gx = np.matmul(gy, w.T, out=workspace.empty(x.shape, dtype)) if need[0] else None
+        gw = np.matmul(x.T, gy, out=workspace.empty(w.shape, dtype)) if need[1] else None
         if len(need) == 2:
             return gx, gw
         gb = gy.sum(axis=0) if need[2] else None

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from ..autograd import Function
+from ..autograd import Function, workspace
 
 
 def _normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
@@ -90,7 +90,12 @@ class Reshape(Function):
     def forward(self, x):
         self.in_shape = x.shape
         try:
-            return x.reshape(self.shape)
+            if x.flags.c_contiguous:
+                return x.reshape(self.shape)  # a view
+            # NumPy would copy into a fresh array; copy into a pooled one instead.
+            y = workspace.empty(x.shape, x.dtype)
+            np.copyto(y, x)
+            return y.reshape(self.shape)
         except ValueError:
             raise ValueError(
                 f"reshape: cannot reshape input of shape {x.shape} ({x.size} elements) "

@@ -1,0 +1,112 @@
+"""Max and average pooling over (N, C, H, W) images; notation as in ``ops.conv``."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..autograd import Function, memory_order, workspace
+from .conv import Pair, _pad, check_geometry, fold, tap, windows
+
+
+class MaxPool2d(Function):
+    """Max over each window; padding acts as -inf.
+
+    Tie rule: when several elements of a window share the maximum, the whole gradient of that
+    window goes to the first of them in row-major order (as ``argmax`` picks it).
+
+    Both passes loop over the KH*KW kernel offsets ("taps"), each a strided (N, C, OH, OW)
+    view of the input, so no (N, C, OH, OW, KH*KW) copy is ever made. Forward keeps a
+    running max and, when a gradient is needed, the tap index of each window's max (uint8);
+    only a strictly greater value moves it, which gives the tie rule.
+    """
+
+    attr_names = ("kernel", "stride", "padding")
+    kernel: Pair
+    stride: Pair
+    padding: Pair
+
+    def forward(self, x):
+        OH, OW = check_geometry("max_pool2d", x.shape, self.kernel, self.stride, self.padding)
+        _check_pool_padding("max_pool2d", self.kernel, self.padding)
+        xp = _pad(x, self.padding, -np.inf)
+        taps = [tap(xp, i, j, self.stride, (OH, OW)) for i, j in np.ndindex(*self.kernel)]
+        y = workspace.empty_like(x, (*x.shape[:2], OH, OW))  # in x's memory order
+        np.copyto(y, taps[0])
+        if not any(self.needs_input_grad):
+            for t in taps[1:]:
+                np.maximum(y, t, out=y)
+            return y
+        taps_dtype = np.min_scalar_type(len(taps) - 1)  # uint8 up to 16x16 windows
+        idx = workspace.empty_like(y, dtype=taps_dtype)  # tap holding each window's max
+        idx.fill(0)
+        better, k_if_better = workspace.empty_like(idx, dtype=bool), workspace.empty_like(idx)
+        prev = workspace.empty_like(y)
+        for k, t in enumerate(taps[1:], start=1):
+            y, prev = prev, y
+            np.maximum(prev, t, out=y)  # the only read of tap t (the big input)
+            np.greater(y, prev, out=better)  # t > the max so far: ties keep the first
+            np.multiply(better, taps_dtype.type(k), out=k_if_better)  # k where t took over
+            np.maximum(idx, k_if_better, out=idx)  # taps come in increasing k
+        self.save(idx=idx)
+        self.x_shape = x.shape
+        return y
+
+    def backward(self, gy):
+        idx = self.saved["idx"]
+        (N, C, H, W), (PH, PW), out = self.x_shape, self.padding, gy.shape[2:]
+        # Windows that tile the input exactly write every element of gx once: no zeroing.
+        tiled = self.stride == self.kernel and (H + 2 * PH, W + 2 * PW) == (
+            out[0] * self.kernel[0],
+            out[1] * self.kernel[1],
+        )
+        shape = (N, C, H + 2 * PH, W + 2 * PW)
+        gxp = workspace.empty_like(idx, shape, gy.dtype)  # the input's memory order
+        if not tiled:
+            gxp.fill(0)
+        gy = _like(idx, gy)  # passes below then walk matching strides
+        hit = workspace.empty_like(idx, dtype=bool)
+        for k, (i, j) in enumerate(np.ndindex(*self.kernel)):
+            np.equal(idx, k, out=hit)
+            g = tap(gxp, i, j, self.stride, out)  # (N, C, OH, OW) view into gxp
+            if tiled:
+                np.multiply(gy, hit, out=g)
+            else:
+                g += gy * hit
+        return gxp[:, :, PH : H + PH, PW : W + PW]
+
+
+def _like(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``b`` in ``a``'s memory order (a pooled copy unless it already is)."""
+    if b.transpose(memory_order(a)).flags.c_contiguous:
+        return b
+    out = workspace.empty_like(a, dtype=b.dtype)
+    np.copyto(out, b)
+    return out
+
+
+class AvgPool2d(Function):
+    """Mean over each window; zero padding counts in the divisor KH*KW."""
+
+    attr_names = ("kernel", "stride", "padding")
+    kernel: Pair
+    stride: Pair
+    padding: Pair
+
+    def forward(self, x):
+        OH, OW = check_geometry("avg_pool2d", x.shape, self.kernel, self.stride, self.padding)
+        _check_pool_padding("avg_pool2d", self.kernel, self.padding)
+        view = windows(_pad(x, self.padding), self.kernel, self.stride, (OH, OW))
+        self.x_shape = x.shape
+        return view.mean(axis=(4, 5))
+
+    def backward(self, gy):
+        KH, KW = self.kernel
+        g = gy / (KH * KW)
+        g6 = np.broadcast_to(g[..., None, None], (*gy.shape, KH, KW))
+        return fold(g6, self.x_shape, self.kernel, self.stride, self.padding)
+
+
+def _check_pool_padding(op: str, kernel: Pair, padding: Pair) -> None:
+    """Padding may be at most half the kernel, so no window lies wholly in the padding."""
+    if padding[0] > kernel[0] // 2 or padding[1] > kernel[1] // 2:
+        raise ValueError(f"{op}: padding {padding} must be at most half the kernel size {kernel}")
