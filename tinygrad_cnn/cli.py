@@ -184,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="mini: bundled 10k/2k subset (offline); mnist: the full set via load_mnist",
     )
     p.add_argument("--data-dir", help="folder with the MNIST IDX files (for --dataset mnist)")
-    p.add_argument("--epochs", type=_positive, default=10)
+    p.add_argument("--epochs", type=_positive, default=20)
     p.add_argument("--batch-size", type=_positive, default=100)
     p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, default="adam")
     p.add_argument("--lr", type=_positive_float, default=0.001)
