@@ -131,8 +131,7 @@ def _graph(net, x: np.ndarray, t: np.ndarray, out: Path) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .nn import SimpleConvNet
-    from .train import evaluate_accuracy
+    from .nn import SimpleConvNet, predict_classes
 
     params = Path(args.params)
     if not params.is_file():
@@ -140,15 +139,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, (x_test, t_test) = _load(args.dataset, args.data_dir)
     net = SimpleConvNet()
     net.load_params(params)
-    from .autograd import no_grad
-
-    with no_grad():
-        pred = np.concatenate(
-            [net(x_test[i : i + 500]).data.argmax(axis=1) for i in range(0, len(x_test), 500)]
-        )
-    acc = evaluate_accuracy(net, x_test, t_test)
+    pred = predict_classes(net, x_test)
     confusion = np.zeros((10, 10), dtype=np.int64)
     np.add.at(confusion, (t_test, pred), 1)
+    acc = np.trace(confusion) / len(t_test)
     print(f"test accuracy {acc:.4f} ({int(np.trace(confusion))}/{len(t_test)}) on {args.dataset}")
     print("confusion matrix (rows: true digit, columns: predicted)")
     print("      " + "".join(f"{j:>6}" for j in range(10)))

@@ -7,8 +7,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from .autograd import no_grad
-from .nn import Conv2d, Flatten, InitSpec, Linear, MaxPool2d, Module, ReLU, _rng
+from .nn import Conv2d, Flatten, InitSpec, Linear, MaxPool2d, Module, ReLU, _rng, predict_classes
 from .ops.conv import conv_output_size
 from .tensor import Tensor
 
@@ -88,15 +87,7 @@ class SimpleConvNet(Module):
             raise ValueError(f"accuracy: {len(x)} images but {len(labels)} labels")
         if len(x) == 0:
             raise ValueError("accuracy: no samples")
-        correct = 0
-        was_training = self.training
-        self.eval()
-        with no_grad():
-            for i in range(0, len(x), batch_size):
-                logits = self.predict(x[i : i + batch_size]).data
-                correct += int((logits.argmax(axis=1) == labels[i : i + batch_size]).sum())
-        self.train(was_training)
-        return correct / len(x)
+        return float(np.mean(predict_classes(self, x, batch_size) == labels))
 
     def gradient(self, x: Any, t: Any) -> dict[str, np.ndarray]:
         """Gradients of the loss by parameter name (``conv1.weight``, ...)."""

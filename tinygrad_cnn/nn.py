@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
-from .autograd import module_scope
+from .autograd import module_scope, no_grad
 from .ops.conv import pair
 from .tensor import Tensor
 
@@ -288,6 +288,20 @@ class Sequential(Module):
 
     def __len__(self) -> int:
         return len(self._modules)
+
+
+def predict_classes(net: Module, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
+    """Arg-max class of every image in ``x`` (N, ...), in eval mode without a graph: (N,)."""
+    was_training = net.training
+    net.eval()
+    try:
+        with no_grad():
+            parts = [
+                net(x[i : i + batch_size]).data.argmax(axis=1) for i in range(0, len(x), batch_size)
+            ]
+    finally:
+        net.train(was_training)
+    return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
 from .models import SimpleConvNet  # noqa: E402,F401  (kept importable from nn)

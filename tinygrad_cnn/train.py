@@ -9,25 +9,16 @@ from typing import Any
 
 import numpy as np
 
-from .autograd import no_grad
 from .data import BatchIterator
 from .io import load_npz, save_npz
-from .nn import Module
+from .nn import Module, predict_classes
 from .optim import Optimizer, get_optimizer
 
 
 def evaluate_accuracy(net: Module, x: np.ndarray, t: np.ndarray, batch_size: int = 500) -> float:
     """Fraction of correct predictions over every sample of ``x`` (N, C, H, W)."""
     labels = t.argmax(axis=1) if t.ndim == 2 else t
-    correct = 0
-    was_training = net.training
-    net.eval()
-    with no_grad():
-        for i in range(0, len(x), batch_size):
-            logits = net(x[i : i + batch_size]).data
-            correct += int((logits.argmax(axis=1) == labels[i : i + batch_size]).sum())
-    net.train(was_training)
-    return correct / len(x)
+    return float(np.mean(predict_classes(net, x, batch_size) == labels))
 
 
 class Trainer:
