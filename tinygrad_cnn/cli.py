@@ -215,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except BrokenPipeError:  # e.g. `tinygrad-cnn evaluate ... | head`: the reader left
+        sys.stderr.close()
+        return 141
     except KeyboardInterrupt:
         print("tinygrad-cnn: interrupted", file=sys.stderr)
         return 130
