@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
+from . import parallel
 from .autograd import module_scope, no_grad
 from .ops.conv import pair
 from .tensor import Tensor
@@ -295,7 +296,7 @@ def predict_classes(net: Module, x: np.ndarray, batch_size: int = 500) -> np.nda
     was_training = net.training
     net.eval()
     try:
-        with no_grad():
+        with no_grad(), parallel.threads():
             parts = [
                 net(x[i : i + batch_size]).data.argmax(axis=1) for i in range(0, len(x), batch_size)
             ]

@@ -24,6 +24,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from . import parallel
+
 __all__ = [
     "Optimizer",
     "SGD",
@@ -136,8 +138,24 @@ class Optimizer:
                 g = np.multiply(w, wd, out=self._gbuf[i])
                 g += p.grad
             self._t[i] += 1
-            self._update(w, g, self._state(i), tmp, self._t[i])
+            self._update_in_blocks(w, g, self._state(i), tmp, self._t[i])
         self.step_count += 1
+
+    def _update_in_blocks(
+        self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], tmp: np.ndarray, t: int
+    ) -> None:
+        """``_update`` on blocks of the flattened arrays, in parallel inside ``threads()``."""
+        names = list(st)
+        views = parallel.flat(w, g, tmp, *st.values())
+        if views is None or parallel.num_threads() == 1:
+            self._update(w, g, st, tmp, t)
+            return
+
+        def block(lo: int, hi: int) -> None:
+            w_, g_, tmp_, *slots = (v[lo:hi] for v in views)
+            self._update(w_, g_, dict(zip(names, slots, strict=True)), tmp_, t)
+
+        parallel.run(block, w.size, w.size, parallel.BLOCK)
 
     def _update(
         self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], tmp: np.ndarray, t: int

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from . import parallel
 from .data import BatchIterator
 from .io import load_npz, save_npz
 from .nn import Module, predict_classes
@@ -45,6 +46,9 @@ class Trainer:
         Seeds the batch order; with a seeded network the run is fully reproducible.
     checkpoint : path, optional
         Written atomically after every epoch; ``resume()`` continues from it.
+    threads : int, optional
+        Threads the hot ops split their work across during ``train()`` (see
+        ``tinygrad_cnn.parallel.threads``); default: as many as NumPy's BLAS uses.
     """
 
     def __init__(
@@ -63,6 +67,7 @@ class Trainer:
         progress: bool | None = None,
         seed: int | None = None,
         checkpoint: str | Path | None = None,
+        threads: int | None = None,
     ) -> None:
         if epochs < 1 or mini_batch_size < 1:
             raise ValueError(f"Trainer: epochs ({epochs}) and batch size must be >= 1")
@@ -78,6 +83,7 @@ class Trainer:
         self.verbose = verbose
         self.progress = verbose if progress is None else progress
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.threads = threads
         self.epoch = 0  # epochs completed
         self.train_loss_list: list[float] = []
         self.train_acc_list: list[float] = []
@@ -104,42 +110,47 @@ class Trainer:
 
     def train(self) -> dict[str, list[float]]:
         """Run the remaining epochs; return the history."""
+        with parallel.threads(self.threads):
+            while self.epoch < self.epochs:
+                self._train_epoch()
+        return self.history
+
+    def _train_epoch(self) -> None:
+        """One pass over the training set, then the evaluation and the checkpoint."""
         from tqdm.auto import tqdm
 
-        while self.epoch < self.epochs:
-            start = time.perf_counter()
-            bar = tqdm(
-                total=len(self.batches),
-                desc=f"epoch {self.epoch + 1}/{self.epochs}",
-                unit="batch",
-                disable=not self.progress,
-                leave=False,
+        start = time.perf_counter()
+        bar = tqdm(
+            total=len(self.batches),
+            desc=f"epoch {self.epoch + 1}/{self.epochs}",
+            unit="batch",
+            disable=not self.progress,
+            leave=False,
+        )
+        seen, losses = 0, []
+        for x, t in self.batches:
+            losses.append(self.train_step(x, t))
+            seen += len(x)
+            bar.update(1)
+            if bar.n % 10 == 0 or bar.n == bar.total:
+                rate = seen / max(time.perf_counter() - start, 1e-9)
+                bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:,.0f}", refresh=False)
+        bar.close()
+        self.train_loss_list.extend(losses)
+        train_acc, test_acc = self.evaluate()
+        self.train_acc_list.append(train_acc)
+        self.test_acc_list.append(test_acc)
+        self.epoch_seconds.append(time.perf_counter() - start)
+        self.epoch += 1
+        if self.verbose:
+            print(
+                f"epoch {self.epoch:>2}/{self.epochs}  loss {np.mean(losses):.4f}  "
+                f"train acc {train_acc:.4f}  test acc {test_acc:.4f}  "
+                f"({self.epoch_seconds[-1]:.1f} s)",
+                flush=True,
             )
-            seen, losses = 0, []
-            for x, t in self.batches:
-                losses.append(self.train_step(x, t))
-                seen += len(x)
-                bar.update(1)
-                if bar.n % 10 == 0 or bar.n == bar.total:
-                    rate = seen / max(time.perf_counter() - start, 1e-9)
-                    bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:,.0f}", refresh=False)
-            bar.close()
-            self.train_loss_list.extend(losses)
-            train_acc, test_acc = self.evaluate()
-            self.train_acc_list.append(train_acc)
-            self.test_acc_list.append(test_acc)
-            self.epoch_seconds.append(time.perf_counter() - start)
-            self.epoch += 1
-            if self.verbose:
-                print(
-                    f"epoch {self.epoch:>2}/{self.epochs}  loss {np.mean(losses):.4f}  "
-                    f"train acc {train_acc:.4f}  test acc {test_acc:.4f}  "
-                    f"({self.epoch_seconds[-1]:.1f} s)",
-                    flush=True,
-                )
-            if self.checkpoint is not None:
-                self.save_checkpoint(self.checkpoint)
-        return self.history
+        if self.checkpoint is not None:
+            self.save_checkpoint(self.checkpoint)
 
     @property
     def history(self) -> dict[str, list[float]]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .. import parallel
 from ..autograd import Function, workspace
 
 Pair = tuple[int, int]
@@ -202,15 +203,22 @@ class Conv2d(Function):
         np.copyto(xs[:, PH : PH + H, PW : PW + W], x.transpose(1, 2, 3, 0))  # from (N, C, H, W)
         col = workspace.empty((K + (b is not None), OH * OW * N), dtype)
         col6 = col[:K].reshape(C, *self.kernel, OH, OW, N)  # (C*KH*KW, ...) -> (C, KH, KW, ...)
-        for i, j in np.ndindex(*self.kernel):
-            rows, cols = taps(i, j, self.stride, (OH, OW))
-            col6[:, i, j] = xs[:, rows, cols]  # (C, OH, OW, N)
         wm = w.reshape(OC, K)  # (OC, C, KH, KW) -> (OC, K)
         if b is not None:
-            col[K] = 1
             wm = np.concatenate([wm, b[:, None]], axis=1)  # (OC, K + 1)
         y = workspace.empty((OH, OW, N, OC), dtype)
-        np.matmul(col.T, wm.T, out=y.reshape(OH * OW * N, OC))  # (OH*OW*N, K) @ (K, OC)
+        y2, per_row = y.reshape(OH * OW * N, OC), OW * N
+
+        def rows_of_output(lo: int, hi: int) -> None:  # output rows lo:hi, on one thread
+            for i, j in np.ndindex(*self.kernel):
+                rows, cols = taps(i, j, self.stride, (OH, OW))
+                col6[:, i, j, lo:hi] = xs[:, rows, cols][:, lo:hi]  # (C, hi - lo, OW, N)
+            p = slice(lo * per_row, hi * per_row)
+            if b is not None:
+                col[K, p] = 1
+            np.matmul(col[:, p].T, wm.T, out=y2[p])  # (rows, K [+1]) @ (K [+1], OC)
+
+        parallel.run(rows_of_output, OH, col.size)
         if any(self.needs_input_grad):
             self.save(col=col, wm=wm)
             self.x_shape, self.w_shape = x.shape, w.shape
@@ -235,8 +243,12 @@ class Conv2d(Function):
                 acc = gxs[:, rows, cols]  # (C, OH, OW, N) view into gxs
                 acc += gcol6[:, i, j]
             gx = gxs[:, PH : PH + H, PW : PW + W].transpose(3, 0, 1, 2)  # -> (N, C, H, W)
-        if any(need[1:]):
-            gwb = gy2.T @ col.T  # (OC, OH*OW*N) @ (OH*OW*N, K [+1]) -> (OC, K [+1])
+        if any(need[1:]):  # (OC, OH*OW*N) @ (OH*OW*N, K [+1]) -> (OC, K [+1])
+            # Long only in its inner dimension: threads sum over blocks of it.
+            parts = parallel.run(
+                lambda lo, hi: gy2[lo:hi].T @ col[:, lo:hi].T, len(gy2), gy2.size * len(col), 4096
+            )
+            gwb = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
             gw = gwb[:, :K].reshape(self.w_shape)  # (OC, K) -> (OC, C, KH, KW)
             gb = gwb[:, K] if len(need) == 3 else None  # the row of ones: sum over N, OH, OW
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)

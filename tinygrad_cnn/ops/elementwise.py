@@ -6,6 +6,7 @@ import functools
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Function, memory_order, workspace
 
 
@@ -116,14 +117,25 @@ class ReLU(Function):
         # takes a slower scalar loop (2x here). ``_zeros`` costs no memory (see there).
         order = memory_order(x)  # zeros in x's memory order, so both walk the same strides
         zeros = _zeros(tuple(x.shape[d] for d in order), x.dtype).transpose(np.argsort(order))
-        y = np.maximum(x, zeros, out=workspace.empty_like(x))
-        if self.needs_input_grad[0]:
-            self.save(mask=np.greater(x, 0, out=workspace.empty_like(x, dtype=bool)))
+        y = workspace.empty_like(x)
+        if not self.needs_input_grad[0]:
+            parallel.elementwise(lambda x, z, y: np.maximum(x, z, out=y), x, zeros, y)
+            return y
+        mask = workspace.empty_like(x, dtype=bool)
+        parallel.elementwise(_relu_and_mask, x, zeros, y, mask)
+        self.save(mask=mask)
         return y
 
     def backward(self, gy):
         mask = self.saved["mask"]
-        return np.multiply(gy, mask, out=workspace.empty_like(mask, dtype=gy.dtype))
+        gx = workspace.empty_like(mask, dtype=gy.dtype)
+        parallel.elementwise(lambda g, m, out: np.multiply(g, m, out=out), gy, mask, gx)
+        return gx
+
+
+def _relu_and_mask(x: np.ndarray, zeros: np.ndarray, y: np.ndarray, mask: np.ndarray) -> None:
+    np.maximum(x, zeros, out=y)
+    np.greater(x, 0, out=mask)
 
 
 @functools.lru_cache(maxsize=8)

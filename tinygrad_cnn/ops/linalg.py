@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .. import parallel
 from ..autograd import Function, workspace
 
 
@@ -47,17 +48,31 @@ class Linear(Function):
         if b is not None and b.shape != (w.shape[1],):
             raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
         self.save(x=x, w=w)
-        y = x @ w
-        if b is not None:
-            y += b
+        y = np.empty((x.shape[0], w.shape[1]), np.result_type(x, w))
+
+        def rows(lo: int, hi: int) -> None:
+            np.matmul(x[lo:hi], w, out=y[lo:hi])
+            if b is not None:
+                y[lo:hi] += b
+
+        parallel.run(rows, len(x), x.size * w.shape[1], 16)
         return y
 
     def backward(self, gy):
         x, w = self.saved["x"], self.saved["w"]
         need = self.needs_input_grad
         dtype = np.result_type(gy, w, x)
-        gx = np.matmul(gy, w.T, out=workspace.empty(x.shape, dtype)) if need[0] else None
-        gw = np.matmul(x.T, gy, out=workspace.empty(w.shape, dtype)) if need[1] else None
+        gx = workspace.empty(x.shape, dtype) if need[0] else None
+        gw = workspace.empty(w.shape, dtype) if need[1] else None
+
+        def rows(lo: int, hi: int) -> None:  # rows lo:hi of gx and of gw (N and IN rows)
+            if gx is not None:
+                a, b = lo * len(x) // len(w), hi * len(x) // len(w)
+                np.matmul(gy[a:b], w.T, out=gx[a:b])  # (N, OUT) @ (OUT, IN)
+            if gw is not None:
+                np.matmul(x[:, lo:hi].T, gy, out=gw[lo:hi])  # (IN, N) @ (N, OUT)
+
+        parallel.run(rows, len(w), gy.size * len(w), 64)
         if len(need) == 2:
             return gx, gw
         gb = gy.sum(axis=0) if need[2] else None

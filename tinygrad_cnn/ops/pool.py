@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
+from .. import parallel
 from ..autograd import Function, memory_order, workspace
 from .conv import Pair, _pad, check_geometry, fold, tap, windows
 
@@ -31,22 +34,31 @@ class MaxPool2d(Function):
         xp = _pad(x, self.padding, -np.inf)
         taps = [tap(xp, i, j, self.stride, (OH, OW)) for i, j in np.ndindex(*self.kernel)]
         y = workspace.empty_like(x, (*x.shape[:2], OH, OW))  # in x's memory order
-        np.copyto(y, taps[0])
+        axis = memory_order(y)[0]  # threads take blocks of y's outermost dimension
         if not any(self.needs_input_grad):
-            for t in taps[1:]:
-                np.maximum(y, t, out=y)
+
+            def max_only(s: tuple[slice, ...]) -> None:
+                np.copyto(y[s], taps[0][s])
+                for t in taps[1:]:
+                    np.maximum(y[s], t[s], out=y[s])
+
+            _over(axis, y.shape, max_only)
             return y
         taps_dtype = np.min_scalar_type(len(taps) - 1)  # uint8 up to 16x16 windows
         idx = workspace.empty_like(y, dtype=taps_dtype)  # tap holding each window's max
-        idx.fill(0)
         better, k_if_better = workspace.empty_like(idx, dtype=bool), workspace.empty_like(idx)
-        prev = workspace.empty_like(y)
-        for k, t in enumerate(taps[1:], start=1):
-            y, prev = prev, y
-            np.maximum(prev, t, out=y)  # the only read of tap t (the big input)
-            np.greater(y, prev, out=better)  # t > the max so far: ties keep the first
-            np.multiply(better, taps_dtype.type(k), out=k_if_better)  # k where t took over
-            np.maximum(idx, k_if_better, out=idx)  # taps come in increasing k
+
+        def max_and_argmax(s: tuple[slice, ...]) -> None:
+            ys, idxs, b, kb = y[s], idx[s], better[s], k_if_better[s]
+            np.copyto(ys, taps[0][s])
+            idxs.fill(0)
+            for k, t in enumerate(taps[1:], start=1):
+                np.greater(t[s], ys, out=b)  # strictly greater: ties keep the first
+                np.maximum(ys, t[s], out=ys)
+                np.multiply(b, taps_dtype.type(k), out=kb)  # k where tap k took over
+                np.maximum(idxs, kb, out=idxs)  # taps come in increasing k
+
+        _over(axis, y.shape, max_and_argmax)
         self.save(idx=idx)
         self.x_shape = x.shape
         return y
@@ -61,18 +73,33 @@ class MaxPool2d(Function):
         )
         shape = (N, C, H + 2 * PH, W + 2 * PW)
         gxp = workspace.empty_like(idx, shape, gy.dtype)  # the input's memory order
-        if not tiled:
-            gxp.fill(0)
         gy = _like(idx, gy)  # passes below then walk matching strides
         hit = workspace.empty_like(idx, dtype=bool)
-        for k, (i, j) in enumerate(np.ndindex(*self.kernel)):
-            np.equal(idx, k, out=hit)
-            g = tap(gxp, i, j, self.stride, out)  # (N, C, OH, OW) view into gxp
-            if tiled:
-                np.multiply(gy, hit, out=g)
-            else:
-                g += gy * hit
+        taps = [tap(gxp, i, j, self.stride, out) for i, j in np.ndindex(*self.kernel)]
+        if not tiled:  # overlapping windows: threads would add into the same elements
+            gxp.fill(0)
+            for k, g in enumerate(taps):
+                g += gy * np.equal(idx, k, out=hit)
+            return gxp[:, :, PH : H + PH, PW : W + PW]
+
+        def scatter(s: tuple[slice, ...]) -> None:
+            for k, g in enumerate(taps):
+                np.equal(idx[s], k, out=hit[s])
+                np.multiply(gy[s], hit[s], out=g[s])
+
+        _over(memory_order(idx)[0], idx.shape, scatter)
         return gxp[:, :, PH : H + PH, PW : W + PW]
+
+
+def _over(axis: int, shape: tuple[int, ...], fn) -> None:
+    """``fn(s)`` for index tuples ``s`` selecting blocks of ``axis``, on parallel threads."""
+
+    def block(lo: int, hi: int) -> None:
+        s = [slice(None)] * len(shape)
+        s[axis] = slice(lo, hi)
+        fn(tuple(s))
+
+    parallel.run(block, shape[axis], math.prod(shape))
 
 
 def _like(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -1,0 +1,245 @@
+"""tinygrad_cnn.parallel: the thread split must never change a result beyond rounding.
+
+Every op that splits its work is run twice on the same inputs, on one thread and inside
+``threads(2)`` with the size thresholds lowered so that even small arrays are split, and
+the outputs and gradients are compared. The engine-level properties (gradcheck) are
+checked under threads too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tinygrad_cnn import functional as F
+from tinygrad_cnn import parallel
+from tinygrad_cnn.nn import SimpleConvNet
+from tinygrad_cnn.optim import get_optimizer
+from tinygrad_cnn.tensor import Tensor
+from tinygrad_cnn.testing import gradcheck
+from tinygrad_cnn.train import Trainer
+
+
+@pytest.fixture
+def split_everything(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Thresholds so low that every op call in a test is split across threads."""
+    monkeypatch.setattr(parallel, "MIN_WORK", 0)
+    monkeypatch.setattr(parallel, "BLOCK", 7)  # odd, so blocks end mid-row
+    yield
+
+
+def two_threads() -> parallel.threads:
+    ctx = parallel.threads(2)
+    return ctx
+
+
+def run_both(fn: Callable[[], list[np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """``fn()`` on one thread, then inside ``threads(2)``; checks that two were used."""
+    serial = [a.copy() for a in fn()]
+    with parallel.threads(2) as n:
+        if n != 2:
+            pytest.skip("threadpoolctl found no BLAS library to pin to one thread")
+        threaded = [a.copy() for a in fn()]
+    return serial, threaded
+
+
+def assert_all_close(a: list[np.ndarray], b: list[np.ndarray], rtol: float = 1e-12) -> None:
+    assert len(a) == len(b)
+    for x, y in zip(a, b, strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_allclose(x, y, rtol=rtol, atol=rtol)
+
+
+def fwd_bwd(op: Callable[..., Tensor], *arrays: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """Output and every input gradient of ``op`` for a fixed random upstream gradient."""
+    ts = [Tensor(a.copy(), requires_grad=True) for a in arrays]
+    y = op(*ts)
+    u = np.random.default_rng(seed).standard_normal(y.shape).astype(y.data.dtype)
+    (y * Tensor(u)).sum().backward()
+    return [y.data, *(t.grad for t in ts)]
+
+
+# ----------------------------------------------------------------------------- the pool
+def test_bounds_cover_the_range_evenly() -> None:
+    for n in range(0, 40):
+        for parts in range(1, 6):
+            b = parallel.bounds(n, parts)
+            covered = [i for lo, hi in b for i in range(lo, hi)]
+            assert covered == list(range(n))
+            sizes = [hi - lo for lo, hi in b]
+            assert not sizes or max(sizes) - min(sizes) <= 1
+
+
+def test_run_returns_results_in_order(split_everything: None) -> None:
+    with two_threads():
+        assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 5), (5, 10)]
+        assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10, grain=6) == [(0, 10)]
+    assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 10)]  # outside
+
+
+def test_small_work_stays_on_one_thread() -> None:
+    with two_threads():
+        assert parallel.run(lambda lo, hi: hi - lo, 100, work=parallel.MIN_WORK - 1) == [100]
+
+
+def test_an_error_on_a_worker_reaches_the_caller(split_everything: None) -> None:
+    def fail_on_second_half(lo: int, hi: int) -> int:
+        if lo > 0:
+            raise ValueError(f"bad range {lo}:{hi}")
+        return hi
+
+    with two_threads():
+        with pytest.raises(ValueError, match="bad range 5:10"):
+            parallel.run(fail_on_second_half, 10, work=10)
+        # the worker is free again afterwards
+        assert parallel.run(lambda lo, hi: hi - lo, 10, work=10) == [5, 5]
+
+
+def test_threads_sets_and_restores_blas() -> None:
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert parallel.num_threads() == 1
+    with parallel.threads(2) as n:
+        assert parallel.num_threads() == n
+        if n == 2:
+            assert set(blas_threads()) == {1}
+        with parallel.threads(3) as inner:  # nested: the outer setting holds
+            assert inner == n
+    assert parallel.num_threads() == 1
+    assert blas_threads() == before
+
+
+def test_threads_is_restored_after_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        with parallel.threads(2):
+            raise RuntimeError("boom")
+    assert parallel.num_threads() == 1
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
+def test_threads_rejects_a_bad_count(bad: object) -> None:
+    with pytest.raises(ValueError, match="threads: n must be a positive int"):
+        with parallel.threads(bad):  # type: ignore[arg-type]
+            pass
+
+
+def test_one_thread_or_no_threadpoolctl_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    with parallel.threads(1) as n:
+        assert n == 1 and parallel.num_threads() == 1
+    monkeypatch.setattr(parallel, "_blas_controller", lambda: None)
+    with parallel.threads(2) as n:
+        assert n == 1 and parallel.num_threads() == 1
+
+
+def test_flat_needs_one_dense_memory_order() -> None:
+    a = np.zeros((2, 3, 4)).transpose(2, 0, 1)  # dense, not C order
+    b = np.zeros((2, 3, 4)).transpose(2, 0, 1)
+    views = parallel.flat(a, b)
+    assert views is not None and all(v.base is not None for v in views)
+    views[0][:] = np.arange(24)
+    assert a.transpose(1, 2, 0).reshape(-1).tolist() == list(range(24))
+    assert parallel.flat(a, np.zeros((4, 2, 3))) is None  # other order
+    assert parallel.flat(np.zeros((4, 6))[:, ::2]) is None  # not dense
+    assert parallel.flat(a, np.zeros((4, 2))) is None  # other shape
+
+
+# ----------------------------------------------------------------------------- the ops
+shapes = st.tuples(
+    st.integers(1, 4), st.integers(1, 3), st.integers(5, 11), st.integers(5, 11)
+)  # (N, C, H, W)
+
+
+@given(shape=shapes, oc=st.integers(1, 4), k=st.integers(1, 4), stride=st.integers(1, 2),
+       pad=st.integers(0, 1), dtype=st.sampled_from([np.float32, np.float64]))  # fmt: skip
+def test_conv2d_threads_match_one_thread(shape, oc, k, stride, pad, dtype) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(dtype)
+    w = rng.standard_normal((oc, shape[1], k, k)).astype(dtype)
+    b = rng.standard_normal(oc).astype(dtype)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parallel, "MIN_WORK", 0)
+        op = lambda x, w, b: F.conv2d(x, w, b, stride=stride, padding=pad)  # noqa: E731
+        serial, threaded = run_both(lambda: fwd_bwd(op, x, w, b))
+    assert_all_close(serial, threaded, 1e-5 if dtype == np.float32 else 1e-12)
+
+
+@given(shape=shapes, k=st.integers(2, 3), stride=st.integers(1, 3),
+       dtype=st.sampled_from([np.float32, np.float64]))  # fmt: skip
+def test_max_pool2d_threads_match_one_thread(shape, k, stride, dtype) -> None:
+    x = np.random.default_rng(1).standard_normal(shape).astype(dtype)
+    x[..., 0, :2] = 0.5  # a tie in the first window row: the first element must win in both
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(parallel, "MIN_WORK", 0)
+        serial, threaded = run_both(lambda: fwd_bwd(lambda t: F.max_pool2d(t, k, stride), x))
+    assert_all_close(serial, threaded, 0.0)  # no sums: bit-identical
+
+
+@pytest.mark.parametrize("layout", ["nchw", "conv"])
+def test_relu_threads_match_one_thread(split_everything: None, layout: str) -> None:
+    a = np.random.default_rng(2).standard_normal((3, 4, 5, 6)).astype(np.float32)
+    if layout == "conv":  # the (OH, OW, N, OC) memory Conv2d returns
+        a = np.ascontiguousarray(a.transpose(2, 3, 0, 1)).transpose(2, 3, 0, 1)
+    serial, threaded = run_both(lambda: fwd_bwd(F.relu, a))
+    assert_all_close(serial, threaded, 0.0)
+
+
+def test_linear_threads_match_one_thread(split_everything: None) -> None:
+    rng = np.random.default_rng(3)
+    x, w, b = rng.standard_normal((37, 150)), rng.standard_normal((150, 9)), rng.standard_normal(9)
+    serial, threaded = run_both(lambda: fwd_bwd(F.linear, x, w, b))
+    assert_all_close(serial, threaded)
+
+
+def test_conv_pool_relu_linear_gradcheck_under_threads(split_everything: None) -> None:
+    rng = np.random.default_rng(4)
+    x = Tensor(rng.standard_normal((2, 2, 8, 8)), requires_grad=True)
+    w = Tensor(rng.standard_normal((3, 2, 3, 3)), requires_grad=True)
+    b = Tensor(rng.standard_normal(3), requires_grad=True)
+    w2 = Tensor(rng.standard_normal((27, 4)), requires_grad=True)
+
+    def net(x: Tensor, w: Tensor, b: Tensor, w2: Tensor) -> Tensor:
+        h = F.max_pool2d(F.relu(F.conv2d(x, w, b)), 2)
+        return F.linear(F.flatten(h), w2)
+
+    with parallel.threads(2):
+        assert gradcheck(net, x, w, b, w2)
+
+
+@pytest.mark.parametrize("name", ["SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop", "Adam"])
+def test_optimizer_threads_match_one_thread(split_everything: None, name: str) -> None:
+    def steps() -> list[np.ndarray]:
+        rng = np.random.default_rng(5)
+        p = Tensor(rng.standard_normal((40, 30)), requires_grad=True)
+        opt = get_optimizer(name, [p], lr=0.01, weight_decay=0.1)
+        for _ in range(3):
+            p.grad = rng.standard_normal(p.shape)
+            opt.step()
+        return [p.data]
+
+    serial, threaded = run_both(steps)
+    assert_all_close(serial, threaded, 0.0)  # elementwise: bit-identical
+
+
+def test_trainer_under_threads_is_deterministic(split_everything: None) -> None:
+    rng = np.random.default_rng(6)
+    x = rng.random((40, 1, 12, 12), dtype=np.float32)
+    t = rng.integers(0, 10, 40)
+
+    def train(threads: int) -> list[np.ndarray]:
+        net = SimpleConvNet((1, 12, 12), {"filter_num": 4, "filter_size": 3, "pad": 0,
+                            "stride": 1}, hidden_size=8, seed=0)  # fmt: skip
+        Trainer(net, x, t, x, t, epochs=2, mini_batch_size=16, seed=0, verbose=False,
+                threads=threads).train()  # fmt: skip
+        return [p.data for p in net.parameters()]
+
+    first, again = train(2), train(2)
+    assert_all_close(first, again, 0.0)
+    assert_all_close(train(1), first, 1e-4)  # float32: rounding only

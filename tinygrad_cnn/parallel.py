@@ -1,0 +1,197 @@
+"""Intra-op parallelism: the hot ops split big arrays across threads inside ``threads()``.
+
+NumPy releases the GIL inside ufunc loops, copies and BLAS calls, so Python threads working
+on different slices of an array run at the same time. Two things make this pay:
+
+- Memory-bound passes (ReLU, pooling, optimizer updates) get faster with a second core, but
+  only if that core is free. A multi-threaded OpenBLAS keeps its idle workers spinning for a
+  while after every GEMM, which takes exactly that core. Inside ``threads()`` BLAS is therefore
+  set to one thread, and the ops split their GEMMs into row blocks themselves.
+- Some GEMMs OpenBLAS cannot split well: the conv weight gradient (30 x 57,600 x 26) is long
+  only in its inner dimension. Split there, each thread computes a partial sum.
+
+Outside ``threads()`` (the default) every op runs as one NumPy call and BLAS keeps its own
+threads. ``Trainer``, ``evaluate_accuracy`` and the CLI enter ``threads()`` themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .workspace import memory_order
+
+R = TypeVar("R")
+
+#: Work (elements or multiply-adds) below which ``run`` stays on one thread: handing a
+#: range to a worker costs about 10-20 us.
+MIN_WORK = 1 << 16
+#: Elements ``elementwise`` gives each pass at a time (fits a core's cache).
+BLOCK = 1 << 17
+
+#: Threads the ops may use right now (1 outside ``threads()``).
+_active = 1
+_workers: list[_Worker] = []
+_lock = threading.Lock()
+
+
+class _Worker:
+    """A daemon thread that runs one call at a time, handed over through a queue."""
+
+    def __init__(self) -> None:
+        self.todo: queue.SimpleQueue[tuple[Callable[[], Any]] | None] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        threading.Thread(target=self._loop, name="tinygrad_cnn-worker", daemon=True).start()
+
+    def _loop(self) -> None:
+        while (job := self.todo.get()) is not None:
+            try:
+                self.done.put((True, job[0]()))
+            except BaseException as e:  # re-raised in the calling thread
+                self.done.put((False, e))
+
+    def submit(self, fn: Callable[[], Any]) -> None:
+        self.todo.put((fn,))
+
+    def result(self) -> Any:
+        ok, value = self.done.get()
+        if not ok:
+            raise value
+        return value
+
+
+def num_threads() -> int:
+    """Threads the ops split their work across now: 1 outside ``threads()``."""
+    return _active
+
+
+def _blas_controller() -> Any:
+    """threadpoolctl's controller of NumPy's BLAS, or None when threadpoolctl is missing."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return None
+    return ThreadpoolController().select(user_api="blas")
+
+
+@contextlib.contextmanager
+def threads(n: int | None = None) -> Iterator[int]:
+    """Within the block, split the hot ops across ``n`` threads and run BLAS on one.
+
+    Parameters
+    ----------
+    n : int, optional
+        Threads to use; by default as many as NumPy's BLAS is set to use (so
+        ``OPENBLAS_NUM_THREADS=1`` keeps everything on one thread). ``n=1`` changes nothing.
+
+    Yields
+    ------
+    int
+        The number of threads in use. BLAS gets its thread count back on exit.
+
+    Without threadpoolctl (a dependency, normally installed) the block runs on one thread.
+    Nested blocks keep the outer block's setting.
+    """
+    global _active
+    if n is not None and (not isinstance(n, int) or n < 1):
+        raise ValueError(f"threads: n must be a positive int, got {n!r}")
+    if _active > 1 or n == 1:
+        yield _active
+        return
+    blas = _blas_controller()
+    if blas is None or not blas.lib_controllers:
+        yield 1
+        return
+    n = n or max(c.num_threads for c in blas.lib_controllers)
+    if n == 1:
+        yield 1
+        return
+    with _lock:
+        while len(_workers) < n - 1:
+            _workers.append(_Worker())
+    with blas.limit(limits=1):
+        _active = n
+        try:
+            yield n
+        finally:
+            _active = 1
+
+
+def bounds(n: int, parts: int) -> list[tuple[int, int]]:
+    """``parts`` contiguous (lo, hi) ranges that cover ``range(n)`` as evenly as possible."""
+    edges = [n * k // parts for k in range(parts + 1)]
+    return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo]
+
+
+def run(fn: Callable[[int, int], R], n: int, work: int, grain: int = 1) -> list[R]:
+    """Call ``fn(lo, hi)`` over ranges covering ``range(n)``; return the results in order.
+
+    When ``threads()`` is active and the call's ``work`` (elements or multiply-adds) is at
+    least ``MIN_WORK``, the ranges, each at least ``grain`` long, run on the worker threads
+    and this one at once; otherwise ``fn(0, n)`` runs here. ``fn`` must only write to
+    disjoint slices of preallocated arrays (and must not allocate from the workspace).
+    """
+    parts = min(_active, n // max(grain, 1)) if work >= MIN_WORK else 1
+    if parts <= 1:
+        return [fn(0, n)]
+    (lo0, hi0), *rest = bounds(n, parts)
+    for worker, (lo, hi) in zip(_workers, rest, strict=False):
+        worker.submit(lambda lo=lo, hi=hi: fn(lo, hi))
+    results: list[Any] = [None] * len(rest)
+    first = fn(lo0, hi0)
+    error: BaseException | None = None
+    for k, worker in enumerate(_workers[: len(rest)]):
+        try:
+            results[k] = worker.result()
+        except BaseException as e:  # collect every worker before raising
+            error = error or e
+    if error is not None:
+        raise error
+    return [first, *results]
+
+
+def flat(*arrays: np.ndarray) -> tuple[np.ndarray, ...] | None:
+    """1-D views of arrays that share one shape and a dense memory order, else None.
+
+    Elementwise work on such arrays can be split into ranges of their memory.
+    """
+    shape, order = arrays[0].shape, memory_order(arrays[0])
+    views = []
+    for a in arrays:
+        if a.shape != shape:
+            return None
+        t = a.transpose(order)
+        if not t.flags.c_contiguous:
+            return None
+        views.append(t.reshape(-1))
+    return tuple(views)
+
+
+def elementwise(fn: Callable[..., Any], *arrays: np.ndarray) -> None:
+    """Run ``fn(*arrays)`` (in-place or ``out=`` work, elementwise) over ranges of memory.
+
+    Each thread walks its range in blocks of ``BLOCK`` elements, so an ``fn`` that makes
+    several passes finds its block still in the core's cache on the second. Falls back to
+    one call when the arrays do not share a dense memory order.
+    """
+    views = flat(*arrays)
+    if views is None:
+        fn(*arrays)
+        return
+    n = views[0].size
+    run(blocked(lambda lo, hi: fn(*(v[lo:hi] for v in views)), BLOCK), n, n, min(BLOCK, n))
+
+
+def blocked(fn: Callable[[int, int], None], block: int) -> Callable[[int, int], None]:
+    """``fn`` called on consecutive sub-ranges of at most ``block`` items."""
+
+    def walk(lo: int, hi: int) -> None:
+        for start in range(lo, hi, block):
+            fn(start, min(start + block, hi))
+
+    return walk
