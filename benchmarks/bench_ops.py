@@ -1,9 +1,10 @@
 """Forward+backward time of the hot ops, float32, and the same ops in PyTorch when installed.
 
-Run ``python benchmarks/bench_ops.py [--reps 200]``. Prints the median (and min) time of one
-forward + backward per case and, when ``torch`` imports, PyTorch's CPU time at the thread count
-NumPy's BLAS uses, with the ratio ours / PyTorch (below 1 means we are faster).
-Figures, not a test: nothing here asserts a time.
+Run ``python benchmarks/bench_ops.py [--reps 200] [--one-thread]``. Prints the median (and
+min) time of one forward + backward per case and, when ``torch`` imports, PyTorch's CPU time
+at the thread count NumPy's BLAS uses, with the ratio ours / PyTorch (below 1 means we are
+faster). Ours run inside ``parallel.threads()``, as ``Trainer`` runs them, unless
+``--one-thread``. Figures, not a test: nothing here asserts a time.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import tinygrad_cnn.functional as F  # noqa: E402
-from tinygrad_cnn import Tensor  # noqa: E402
+from tinygrad_cnn import Tensor, parallel  # noqa: E402
 
 
 def timeit(fn: Callable[[], object], reps: int, warmup: int = 20) -> tuple[float, float]:
@@ -132,6 +133,9 @@ def theirs(rng: np.random.Generator, threads: int) -> dict[str, Callable[[], Non
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=200, help="timed repetitions per case")
+    parser.add_argument(
+        "--one-thread", action="store_true", help="ours without parallel.threads() (BLAS threaded)"
+    )
     args = parser.parse_args()
     threads, desc = blas_info()
     print(f"NumPy {np.__version__}, BLAS: {desc}")
@@ -143,11 +147,16 @@ def main() -> None:
         import torch
 
         print(f"PyTorch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"\nfloat32 forward + backward, ms over {args.reps} runs (median / min)")
+    cases = ours(np.random.default_rng(0))
+    # Ours inside parallel.threads() (as Trainer runs them), PyTorch afterwards: threads()
+    # pins every BLAS in the process to one thread, which must not touch PyTorch's run.
+    with parallel.threads(1 if args.one_thread else None) as n:
+        mine = [timeit(run, args.reps) for _, run, _ in cases]
+    print(f"\nfloat32 forward + backward, ms over {args.reps} runs (median / min); "
+          f"tinygrad_cnn on {n} thread(s)")  # fmt: skip
     print(f"{'case':44s} {'tinygrad_cnn':>16s} {'PyTorch':>16s} {'ratio':>12s}")
     timed: dict[str, tuple[float, float]] = {}  # PyTorch's figures, each case timed once
-    for name, run, ref_name in ours(np.random.default_rng(0)):
-        med, best = timeit(run, args.reps)
+    for (name, _, ref_name), (med, best) in zip(cases, mine, strict=True):
         line = f"{name:44s} {med:7.3f} / {best:6.3f}"
         if ref is not None:
             if ref_name not in timed:

@@ -198,6 +198,16 @@ def test_linear_threads_match_one_thread(split_everything: None) -> None:
     assert_all_close(serial, threaded)
 
 
+def test_matmul_threads_match_one_thread(split_everything: None) -> None:
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((33, 20)), rng.standard_normal((20, 17))
+    serial, threaded = run_both(lambda: fwd_bwd(F.matmul, a, b))
+    assert_all_close(serial, threaded)
+    batched = rng.standard_normal((2, 33, 20))  # batched products stay one call
+    serial, threaded = run_both(lambda: fwd_bwd(F.matmul, batched, b))
+    assert_all_close(serial, threaded)
+
+
 def test_conv_pool_relu_linear_gradcheck_under_threads(split_everything: None) -> None:
     rng = np.random.default_rng(4)
     x = Tensor(rng.standard_normal((2, 2, 8, 8)), requires_grad=True)

@@ -11,6 +11,7 @@ array([4., 6.], dtype=float32)
 from . import functional
 from .autograd import Function, enable_grad, is_grad_enabled, no_grad
 from .ops.conv import col2im, conv_output_size, im2col
+from .parallel import threads
 from .tensor import Tensor
 
 __version__ = "0.1.0"
@@ -25,4 +26,5 @@ __all__ = [
     "im2col",
     "col2im",
     "conv_output_size",
+    "threads",
 ]

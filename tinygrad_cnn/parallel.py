@@ -195,3 +195,11 @@ def blocked(fn: Callable[[int, int], None], block: int) -> Callable[[int, int], 
             fn(start, min(start + block, hi))
 
     return walk
+
+
+def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ b`` for 2-D a (M, K) and b (K, N), in blocks of rows of ``a`` across threads."""
+    if out is None:
+        out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
+    run(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), len(a), a.size * b.shape[1], 16)
+    return out

@@ -28,13 +28,18 @@ class MatMul(Function):
                 f"matmul: batch dims of a {a.shape} and b {b.shape} cannot be broadcast"
             ) from None
         self.save(a=a, b=b)
-        return a @ b
+        return _matmul(a, b)
 
     def backward(self, gy):
         a, b = self.saved["a"], self.saved["b"]
-        ga = gy @ np.swapaxes(b, -1, -2) if self.needs_input_grad[0] else None
-        gb = np.swapaxes(a, -1, -2) @ gy if self.needs_input_grad[1] else None
+        ga = _matmul(gy, np.swapaxes(b, -1, -2)) if self.needs_input_grad[0] else None
+        gb = _matmul(np.swapaxes(a, -1, -2), gy) if self.needs_input_grad[1] else None
         return ga, gb
+
+
+def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a @ b``; 2-D products split across threads inside ``parallel.threads()``."""
+    return parallel.matmul(a, b) if a.ndim == b.ndim == 2 else a @ b
 
 
 class Linear(Function):
@@ -48,31 +53,17 @@ class Linear(Function):
         if b is not None and b.shape != (w.shape[1],):
             raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
         self.save(x=x, w=w)
-        y = np.empty((x.shape[0], w.shape[1]), np.result_type(x, w))
-
-        def rows(lo: int, hi: int) -> None:
-            np.matmul(x[lo:hi], w, out=y[lo:hi])
-            if b is not None:
-                y[lo:hi] += b
-
-        parallel.run(rows, len(x), x.size * w.shape[1], 16)
+        y = parallel.matmul(x, w)
+        if b is not None:
+            y += b
         return y
 
     def backward(self, gy):
         x, w = self.saved["x"], self.saved["w"]
         need = self.needs_input_grad
         dtype = np.result_type(gy, w, x)
-        gx = workspace.empty(x.shape, dtype) if need[0] else None
-        gw = workspace.empty(w.shape, dtype) if need[1] else None
-
-        def rows(lo: int, hi: int) -> None:  # rows lo:hi of gx and of gw (N and IN rows)
-            if gx is not None:
-                a, b = lo * len(x) // len(w), hi * len(x) // len(w)
-                np.matmul(gy[a:b], w.T, out=gx[a:b])  # (N, OUT) @ (OUT, IN)
-            if gw is not None:
-                np.matmul(x[:, lo:hi].T, gy, out=gw[lo:hi])  # (IN, N) @ (N, OUT)
-
-        parallel.run(rows, len(w), gy.size * len(w), 64)
+        gx = parallel.matmul(gy, w.T, workspace.empty(x.shape, dtype)) if need[0] else None
+        gw = parallel.matmul(x.T, gy, workspace.empty(w.shape, dtype)) if need[1] else None
         if len(need) == 2:
             return gx, gw
         gb = gy.sum(axis=0) if need[2] else None
