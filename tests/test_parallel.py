@@ -99,6 +99,39 @@ def test_an_error_on_a_worker_reaches_the_caller(split_everything: None) -> None
         assert parallel.run(lambda lo, hi: hi - lo, 10, work=10) == [5, 5]
 
 
+def test_an_error_in_the_callers_range_still_waits_for_the_workers(split_everything) -> None:
+    def fail_on_first_half(lo: int, hi: int) -> int:
+        if lo == 0:
+            raise KeyError("first half")
+        return hi
+
+    with two_threads():
+        with pytest.raises(KeyError, match="first half"):
+            parallel.run(fail_on_first_half, 10, work=10)
+        assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 5), (5, 10)]
+
+
+def test_a_result_nobody_collected_is_not_taken_for_the_next(split_everything) -> None:
+    with two_threads() as n:
+        if n != 2:
+            pytest.skip("threadpoolctl found no BLAS library to pin to one thread")
+        parallel._workers[0].submit(lambda: "stale")  # as if the caller was interrupted
+        assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 5), (5, 10)]
+
+
+def test_only_the_thread_that_entered_threads_splits(split_everything) -> None:
+    import threading
+
+    seen: list[list[tuple[int, int]]] = []
+    with two_threads():
+        other = threading.Thread(
+            target=lambda: seen.append(parallel.run(lambda lo, hi: (lo, hi), 10, work=10))
+        )
+        other.start()
+        other.join()
+    assert seen == [[(0, 10)]]
+
+
 def test_threads_sets_and_restores_blas() -> None:
     from threadpoolctl import threadpool_info
 

@@ -34,32 +34,45 @@ MIN_WORK = 1 << 16
 #: Elements ``elementwise`` gives each pass at a time (fits a core's cache).
 BLOCK = 1 << 17
 
-#: Threads the ops may use right now (1 outside ``threads()``).
+#: Threads the ops may use right now (1 outside ``threads()``), and the thread that entered
+#: ``threads()``: only its ops split work (other threads, and the workers, run theirs whole).
 _active = 1
+_owner: int | None = None
 _workers: list[_Worker] = []
 _lock = threading.Lock()
 
 
 class _Worker:
-    """A daemon thread that runs one call at a time, handed over through a queue."""
+    """A daemon thread that runs one call at a time, handed over through queues.
+
+    Each job carries a number, so a result left behind by an interrupted caller (Ctrl-C
+    while waiting) is recognised as stale and skipped by the next one.
+    """
 
     def __init__(self) -> None:
-        self.todo: queue.SimpleQueue[tuple[Callable[[], Any]] | None] = queue.SimpleQueue()
-        self.done: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self.todo: queue.SimpleQueue[tuple[int, Callable[[], Any]]] = queue.SimpleQueue()
+        self.done: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
+        self.jobs = 0
         threading.Thread(target=self._loop, name="tinygrad_cnn-worker", daemon=True).start()
 
     def _loop(self) -> None:
-        while (job := self.todo.get()) is not None:
+        while True:
+            job, fn = self.todo.get()
             try:
-                self.done.put((True, job[0]()))
+                self.done.put((job, True, fn()))
             except BaseException as e:  # re-raised in the calling thread
-                self.done.put((False, e))
+                self.done.put((job, False, e))
 
-    def submit(self, fn: Callable[[], Any]) -> None:
-        self.todo.put((fn,))
+    def submit(self, fn: Callable[[], Any]) -> int:
+        self.jobs += 1
+        self.todo.put((self.jobs, fn))
+        return self.jobs
 
-    def result(self) -> Any:
-        ok, value = self.done.get()
+    def result(self, job: int) -> Any:
+        while True:
+            done, ok, value = self.done.get()
+            if done == job:
+                break
         if not ok:
             raise value
         return value
@@ -95,9 +108,10 @@ def threads(n: int | None = None) -> Iterator[int]:
         The number of threads in use. BLAS gets its thread count back on exit.
 
     Without threadpoolctl (a dependency, normally installed) the block runs on one thread.
-    Nested blocks keep the outer block's setting.
+    Nested blocks keep the outer block's setting. The setting is process-wide (BLAS has one
+    thread count), but only the thread that entered the block splits its ops.
     """
-    global _active
+    global _active, _owner
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"threads: n must be a positive int, got {n!r}")
     if _active > 1 or n == 1:
@@ -115,11 +129,11 @@ def threads(n: int | None = None) -> Iterator[int]:
         while len(_workers) < n - 1:
             _workers.append(_Worker())
     with blas.limit(limits=1):
-        _active = n
+        _active, _owner = n, threading.get_ident()
         try:
             yield n
         finally:
-            _active = 1
+            _active, _owner = 1, None
 
 
 def bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -137,22 +151,27 @@ def run(fn: Callable[[int, int], R], n: int, work: int, grain: int = 1) -> list[
     disjoint slices of preallocated arrays (and must not allocate from the workspace).
     """
     parts = min(_active, n // max(grain, 1)) if work >= MIN_WORK else 1
-    if parts <= 1:
+    if parts <= 1 or threading.get_ident() != _owner:
         return [fn(0, n)]
     (lo0, hi0), *rest = bounds(n, parts)
-    for worker, (lo, hi) in zip(_workers, rest, strict=False):
-        worker.submit(lambda lo=lo, hi=hi: fn(lo, hi))
-    results: list[Any] = [None] * len(rest)
-    first = fn(lo0, hi0)
+    workers = _workers[: len(rest)]
+    jobs = [
+        w.submit(lambda lo=lo, hi=hi: fn(lo, hi)) for w, (lo, hi) in zip(workers, rest, strict=True)
+    ]
+    results: list[Any] = [None] * (1 + len(jobs))
     error: BaseException | None = None
-    for k, worker in enumerate(_workers[: len(rest)]):
+    try:
+        results[0] = fn(lo0, hi0)
+    except BaseException as e:
+        error = e
+    for k, (worker, job) in enumerate(zip(workers, jobs, strict=True)):  # all, then raise
         try:
-            results[k] = worker.result()
-        except BaseException as e:  # collect every worker before raising
+            results[k + 1] = worker.result(job)
+        except BaseException as e:
             error = error or e
     if error is not None:
         raise error
-    return [first, *results]
+    return results
 
 
 def flat(*arrays: np.ndarray) -> tuple[np.ndarray, ...] | None:
