@@ -156,7 +156,7 @@ class Optimizer:
             self._update(w_, g_, dict(zip(names, slots, strict=True)), tmp_, t)
 
         # Blocks of 64K elements: the five arrays of a block stay in the core's cache.
-        parallel.run(parallel.blocked(block, parallel.BLOCK // 2), w.size, w.size, parallel.BLOCK)
+        parallel.run(block, w.size, w.size, ranges=-(-w.size // (parallel.BLOCK // 2)))
 
     def _update(
         self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], tmp: np.ndarray, t: int

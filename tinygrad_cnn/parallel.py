@@ -17,6 +17,7 @@ threads. ``Trainer``, ``evaluate_accuracy`` and the CLI enter ``threads()`` them
 from __future__ import annotations
 
 import contextlib
+import itertools
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -142,31 +143,39 @@ def bounds(n: int, parts: int) -> list[tuple[int, int]]:
     return [(lo, hi) for lo, hi in zip(edges[:-1], edges[1:], strict=True) if hi > lo]
 
 
-def run(fn: Callable[[int, int], R], n: int, work: int, grain: int = 1) -> list[R]:
+def run(
+    fn: Callable[[int, int], R], n: int, work: int, grain: int = 1, ranges: int | None = None
+) -> list[R]:
     """Call ``fn(lo, hi)`` over ranges covering ``range(n)``; return the results in order.
 
     When ``threads()`` is active and the call's ``work`` (elements or multiply-adds) is at
-    least ``MIN_WORK``, the ranges, each at least ``grain`` long, run on the worker threads
-    and this one at once; otherwise ``fn(0, n)`` runs here. ``fn`` must only write to
-    disjoint slices of preallocated arrays (and must not allocate from the workspace).
+    least ``MIN_WORK``, ``range(n)`` is cut into ``ranges`` pieces (default: one per thread),
+    each at least ``grain`` long, and this thread and the workers take the next piece left
+    until none is: a worker that wakes up late takes fewer. Otherwise ``fn(0, n)`` runs here.
+    ``fn`` must only write to disjoint slices of preallocated arrays (and must not allocate
+    from the workspace).
     """
-    parts = min(_active, n // max(grain, 1)) if work >= MIN_WORK else 1
-    if parts <= 1 or threading.get_ident() != _owner:
+    parts = min(ranges or _active, n // max(grain, 1)) if work >= MIN_WORK else 1
+    if parts <= 1 or _active == 1 or threading.get_ident() != _owner:
         return [fn(0, n)]
-    (lo0, hi0), *rest = bounds(n, parts)
-    workers = _workers[: len(rest)]
-    jobs = [
-        w.submit(lambda lo=lo, hi=hi: fn(lo, hi)) for w, (lo, hi) in zip(workers, rest, strict=True)
-    ]
-    results: list[Any] = [None] * (1 + len(jobs))
+    pieces = bounds(n, parts)
+    results: list[Any] = [None] * len(pieces)
+    counter = itertools.count()  # next() on it is atomic under the GIL
+
+    def take() -> None:
+        while (i := next(counter)) < len(pieces):
+            results[i] = fn(*pieces[i])
+
+    workers = _workers[: min(_active - 1, len(pieces) - 1)]
+    jobs = [w.submit(take) for w in workers]
     error: BaseException | None = None
     try:
-        results[0] = fn(lo0, hi0)
+        take()
     except BaseException as e:
         error = e
-    for k, (worker, job) in enumerate(zip(workers, jobs, strict=True)):  # all, then raise
+    for worker, job in zip(workers, jobs, strict=True):  # wait for all, then raise
         try:
-            results[k + 1] = worker.result(job)
+            worker.result(job)
         except BaseException as e:
             error = error or e
     if error is not None:
@@ -194,26 +203,16 @@ def flat(*arrays: np.ndarray) -> tuple[np.ndarray, ...] | None:
 def elementwise(fn: Callable[..., Any], *arrays: np.ndarray) -> None:
     """Run ``fn(*arrays)`` (in-place or ``out=`` work, elementwise) over ranges of memory.
 
-    Each thread walks its range in blocks of ``BLOCK`` elements, so an ``fn`` that makes
-    several passes finds its block still in the core's cache on the second. Falls back to
-    one call when the arrays do not share a dense memory order.
+    The ranges are ``BLOCK`` elements long, so an ``fn`` that makes several passes finds its
+    block still in the core's cache on the second. Falls back to one call when the arrays
+    do not share a dense memory order.
     """
     views = flat(*arrays)
     if views is None:
         fn(*arrays)
         return
     n = views[0].size
-    run(blocked(lambda lo, hi: fn(*(v[lo:hi] for v in views)), BLOCK), n, n, min(BLOCK, n))
-
-
-def blocked(fn: Callable[[int, int], None], block: int) -> Callable[[int, int], None]:
-    """``fn`` called on consecutive sub-ranges of at most ``block`` items."""
-
-    def walk(lo: int, hi: int) -> None:
-        for start in range(lo, hi, block):
-            fn(start, min(start + block, hi))
-
-    return walk
+    run(lambda lo, hi: fn(*(v[lo:hi] for v in views)), n, n, ranges=-(-n // BLOCK))
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -222,3 +221,20 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
     run(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), len(a), a.size * b.shape[1], 16)
     return out
+
+
+def copyto(dst: np.ndarray, src: np.ndarray) -> None:
+    """``np.copyto(dst, src)`` for arrays of one shape, in blocks of dst's outermost memory axis.
+
+    The copy may change the memory order (a transposing copy), as between layouts of ops.
+    """
+    axis = memory_order(dst)[0] if dst.ndim else 0
+
+    def block(lo: int, hi: int) -> None:
+        s = (slice(None),) * axis + (slice(lo, hi),)
+        np.copyto(dst[s], src[s])
+
+    if dst.ndim == 0 or dst.shape != src.shape:
+        np.copyto(dst, src)
+    else:
+        run(block, dst.shape[axis], dst.size)

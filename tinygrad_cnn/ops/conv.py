@@ -208,17 +208,20 @@ class Conv2d(Function):
             wm = np.concatenate([wm, b[:, None]], axis=1)  # (OC, K + 1)
         y = workspace.empty((OH, OW, N, OC), dtype)
         y2, per_row = y.reshape(OH * OW * N, OC), OW * N
+        sC, sH, sW, sN = xs.strides  # every window of xs, as col6 lays them out:
+        win = as_strided(
+            xs, (C, *self.kernel, OH, OW, N),
+            (sC, sH, sW, sH * self.stride[0], sW * self.stride[1], sN), writeable=False,
+        )  # fmt: skip
 
         def rows_of_output(lo: int, hi: int) -> None:  # output rows lo:hi, on one thread
-            for i, j in np.ndindex(*self.kernel):
-                rows, cols = taps(i, j, self.stride, (OH, OW))
-                col6[:, i, j, lo:hi] = xs[:, rows, cols][:, lo:hi]  # (C, hi - lo, OW, N)
+            col6[:, :, :, lo:hi] = win[:, :, :, lo:hi]  # im2col: one copy, runs of N values
             p = slice(lo * per_row, hi * per_row)
             if b is not None:
                 col[K, p] = 1
             np.matmul(col[:, p].T, wm.T, out=y2[p])  # (rows, K [+1]) @ (K [+1], OC)
 
-        parallel.run(rows_of_output, OH, col.size)
+        parallel.run(rows_of_output, OH, col.size, ranges=4)
         if any(self.needs_input_grad):
             self.save(col=col, wm=wm)
             self.x_shape, self.w_shape = x.shape, w.shape

@@ -107,7 +107,7 @@ def _like(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if b.transpose(memory_order(a)).flags.c_contiguous:
         return b
     out = workspace.empty_like(a, dtype=b.dtype)
-    np.copyto(out, b)
+    parallel.copyto(out, b)
     return out
 
 
