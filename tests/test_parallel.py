@@ -81,6 +81,21 @@ def test_run_returns_results_in_order(split_everything: None) -> None:
     assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 10)]  # outside
 
 
+def test_more_ranges_than_threads_are_all_taken_in_order(split_everything: None) -> None:
+    with two_threads():
+        got = parallel.run(lambda lo, hi: (lo, hi), 10, work=10, ranges=4)
+    assert got == [(0, 2), (2, 5), (5, 7), (7, 10)]
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2, 3), (2, 3, 0, 1), (1, 0, 3, 2)])
+def test_copyto_between_layouts(split_everything: None, order: tuple[int, ...]) -> None:
+    src = np.random.default_rng(8).standard_normal((5, 4, 3, 6))
+    dst = np.empty([src.shape[d] for d in order]).transpose(np.argsort(order))
+    with two_threads():
+        parallel.copyto(dst, src)
+    np.testing.assert_array_equal(dst, src)
+
+
 def test_small_work_stays_on_one_thread() -> None:
     with two_threads():
         assert parallel.run(lambda lo, hi: hi - lo, 100, work=parallel.MIN_WORK - 1) == [100]
