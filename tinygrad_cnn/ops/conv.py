@@ -233,7 +233,11 @@ class Conv2d(Function):
         K = C * self.kernel[0] * self.kernel[1]
         _, OC, OH, OW = gy.shape
         # (N, OC, OH, OW) -> (OH, OW, N, OC) -> (OH*OW*N, OC): free when gy is in y's layout
-        gy2 = gy.transpose(2, 3, 0, 1).reshape(OH * OW * N, OC)
+        gyt = gy.transpose(2, 3, 0, 1)
+        if not gyt.flags.c_contiguous:  # another layout: one (threaded) transposing copy
+            gyt = workspace.empty(gyt.shape, gy.dtype)
+            parallel.copyto(gyt, gy.transpose(2, 3, 0, 1))
+        gy2 = gyt.reshape(OH * OW * N, OC)
         need = self.needs_input_grad
         gx = gw = gb = None
         if need[0]:  # col2im: the adjoint of the forward's tap copies
