@@ -165,6 +165,13 @@ def test_threads_sets_and_restores_blas() -> None:
     assert blas_threads() == before
 
 
+def test_threads_1_holds_for_the_blocks_inside_it() -> None:
+    with parallel.threads(1):
+        with parallel.threads() as inner:  # as Trainer and accuracy enter it
+            assert inner == 1 and parallel.num_threads() == 1
+    assert parallel.num_threads() == 1
+
+
 def test_threads_is_restored_after_an_error() -> None:
     with pytest.raises(RuntimeError):
         with parallel.threads(2):

@@ -85,12 +85,14 @@ def num_threads() -> int:
 
 
 def _blas_controller() -> Any:
-    """threadpoolctl's controller of NumPy's BLAS, or None when threadpoolctl is missing."""
+    """threadpoolctl's controller of the BLAS libraries loaded, or None (threadpoolctl missing
+    or no BLAS found)."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:
         return None
-    return ThreadpoolController().select(user_api="blas")
+    blas = ThreadpoolController().select(user_api="blas")
+    return blas if blas.lib_controllers else None
 
 
 @contextlib.contextmanager
@@ -109,27 +111,22 @@ def threads(n: int | None = None) -> Iterator[int]:
         The number of threads in use. BLAS gets its thread count back on exit.
 
     Without threadpoolctl (a dependency, normally installed) the block runs on one thread.
-    Nested blocks keep the outer block's setting. The setting is process-wide (BLAS has one
-    thread count), but only the thread that entered the block splits its ops.
+    Nested blocks keep the outer block's setting, so ``threads(1)`` around a loop keeps
+    ``Trainer`` and ``accuracy`` inside it on one thread too. The setting is process-wide
+    (BLAS has one thread count), but only the thread that entered the block splits its ops.
     """
     global _active, _owner
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"threads: n must be a positive int, got {n!r}")
-    if _active > 1 or n == 1:
+    if _owner is not None:  # nested, or entered by another thread: that block decides
         yield _active
         return
-    blas = _blas_controller()
-    if blas is None or not blas.lib_controllers:
-        yield 1
-        return
-    n = n or max(c.num_threads for c in blas.lib_controllers)
-    if n == 1:
-        yield 1
-        return
+    blas = _blas_controller() if n != 1 else None
+    n = 1 if blas is None else n or max(c.num_threads for c in blas.lib_controllers)
     with _lock:
         while len(_workers) < n - 1:
             _workers.append(_Worker())
-    with blas.limit(limits=1):
+    with blas.limit(limits=1) if n > 1 else contextlib.nullcontext():
         _active, _owner = n, threading.get_ident()
         try:
             yield n
