@@ -8,6 +8,7 @@ checked under threads too.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -163,6 +164,58 @@ def test_threads_sets_and_restores_blas() -> None:
             assert inner == n
     assert parallel.num_threads() == 1
     assert blas_threads() == before
+
+
+def test_two_threads_entering_at_once_leave_blas_as_it_was() -> None:
+    import threading
+
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before, barrier, seen = blas_threads(), threading.Barrier(2), []
+
+    def user(hold: float) -> None:
+        barrier.wait()
+        with parallel.threads(2) as n:
+            seen.append(n)
+            x = np.arange(300_000, dtype=np.float64)
+            parallel.elementwise(lambda a: np.multiply(a, 2, out=a), x)  # ops keep working
+            assert x[-1] == 2 * 299_999
+            time.sleep(hold)
+
+    users = [threading.Thread(target=user, args=(h,)) for h in (0.05, 0.2)]
+    for u in users:
+        u.start()
+    for u in users:
+        u.join(timeout=30)
+    assert not any(u.is_alive() for u in users), "deadlock"
+    assert sorted(seen)[0] == 1  # one of them got the block, the other runs on one thread
+    assert blas_threads() == before and parallel.num_threads() == 1
+
+
+def test_a_run_inside_a_run_runs_whole(split_everything: None) -> None:
+    with two_threads():
+        got = parallel.run(lambda lo, hi: parallel.run(lambda a, b: (a, b), 4, 4), 4, 4)
+    assert got in ([[(0, 4)], [(0, 4)]], [[(0, 4)]])
+
+
+def test_a_forked_child_starts_on_one_thread(split_everything: None) -> None:
+    import multiprocessing
+
+    if "fork" not in multiprocessing.get_all_start_methods():
+        pytest.skip("no fork on this platform")
+    with two_threads():
+        parallel.run(lambda lo, hi: hi, 10, work=10)  # the worker exists
+    with multiprocessing.get_context("fork").Pool(1) as pool:
+        assert pool.apply_async(_relu_sum_in_threads).get(timeout=30) == 45.0
+
+
+def _relu_sum_in_threads() -> float:
+    parallel.MIN_WORK, parallel.BLOCK = 0, 7
+    with parallel.threads(2):
+        return float(F.relu(Tensor(np.arange(-5.0, 10.0))).data.sum())
 
 
 def test_threads_1_holds_for_the_blocks_inside_it() -> None:

@@ -161,7 +161,11 @@ class Optimizer:
     def _update(
         self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], tmp: np.ndarray, t: int
     ) -> None:
-        """Update ``w`` in place from gradient ``g``; ``tmp`` is scratch, ``t`` is 1-based."""
+        """Update ``w`` in place from gradient ``g``; ``tmp`` is scratch, ``t`` is 1-based.
+
+        Must be elementwise (no norms or sums over ``w``): inside ``threads()`` it is called
+        on blocks of the flattened arrays.
+        """
         raise NotImplementedError
 
     def zero_grad(self, set_to_none: bool = True) -> None:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import queue
 import threading
 from collections.abc import Callable, Iterator
@@ -39,8 +40,20 @@ BLOCK = 1 << 17
 #: ``threads()``: only its ops split work (other threads, and the workers, run theirs whole).
 _active = 1
 _owner: int | None = None
+_busy = False  # the owner is inside ``run``: a nested ``run`` runs whole
 _workers: list[_Worker] = []
 _lock = threading.Lock()
+
+
+def _forget_threads_after_fork() -> None:
+    """A forked child has none of the parent's threads: start again from one thread."""
+    global _active, _owner, _busy, _lock
+    _workers.clear()
+    _active, _owner, _busy, _lock = 1, None, False, threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_threads_after_fork)
 
 
 class _Worker:
@@ -60,9 +73,12 @@ class _Worker:
         while True:
             job, fn = self.todo.get()
             try:
-                self.done.put((job, True, fn()))
+                result = (job, True, fn())
             except BaseException as e:  # re-raised in the calling thread
-                self.done.put((job, False, e))
+                result = (job, False, e)
+            del fn  # hold nothing between jobs: the workspace reuses arrays nobody holds
+            self.done.put(result)
+            del result
 
     def submit(self, fn: Callable[[], Any]) -> int:
         self.jobs += 1
@@ -108,7 +124,7 @@ def threads(n: int | None = None) -> Iterator[int]:
     Yields
     ------
     int
-        The number of threads in use. BLAS gets its thread count back on exit.
+        The number of threads this thread's ops use. BLAS gets its thread count back on exit.
 
     Without threadpoolctl (a dependency, normally installed) the block runs on one thread.
     Nested blocks keep the outer block's setting, so ``threads(1)`` around a loop keeps
@@ -118,20 +134,28 @@ def threads(n: int | None = None) -> Iterator[int]:
     global _active, _owner
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"threads: n must be a positive int, got {n!r}")
-    if _owner is not None:  # nested, or entered by another thread: that block decides
-        yield _active
+    me = threading.get_ident()
+    with _lock:  # claim the block, or find it taken
+        claimed = _owner is None
+        if claimed:
+            _owner = me
+    if not claimed:  # nested (the outer block decides), or another thread's block
+        yield _active if _owner == me else 1
         return
-    blas = _blas_controller() if n != 1 else None
-    n = 1 if blas is None else n or max(c.num_threads for c in blas.lib_controllers)
-    with _lock:
-        while len(_workers) < n - 1:
-            _workers.append(_Worker())
-    with blas.limit(limits=1) if n > 1 else contextlib.nullcontext():
-        _active, _owner = n, threading.get_ident()
-        try:
-            yield n
-        finally:
-            _active, _owner = 1, None
+    try:
+        blas = _blas_controller() if n != 1 else None
+        n = 1 if blas is None else n or max(c.num_threads for c in blas.lib_controllers)
+        with _lock:
+            while len(_workers) < n - 1:
+                _workers.append(_Worker())
+        with blas.limit(limits=1) if n > 1 else contextlib.nullcontext():
+            _active = n
+            try:
+                yield n
+            finally:
+                _active = 1
+    finally:
+        _owner = None
 
 
 def bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -150,12 +174,21 @@ def run(
     each at least ``grain`` long, and this thread and the workers take the next piece left
     until none is: a worker that wakes up late takes fewer. Otherwise ``fn(0, n)`` runs here.
     ``fn`` must only write to disjoint slices of preallocated arrays (and must not allocate
-    from the workspace).
+    from the workspace); a ``run`` inside ``fn`` runs whole on its thread.
     """
+    global _busy
     parts = min(ranges or _active, n // max(grain, 1)) if work >= MIN_WORK else 1
-    if parts <= 1 or _active == 1 or threading.get_ident() != _owner:
+    if parts <= 1 or _active == 1 or _busy or threading.get_ident() != _owner:
         return [fn(0, n)]
-    pieces = bounds(n, parts)
+    _busy = True
+    try:
+        return _split(fn, bounds(n, parts))
+    finally:
+        _busy = False
+
+
+def _split(fn: Callable[[int, int], R], pieces: list[tuple[int, int]]) -> list[R]:
+    """``fn`` over ``pieces``, taken by this thread and the workers; results in order."""
     results: list[Any] = [None] * len(pieces)
     counter = itertools.count()  # next() on it is atomic under the GIL
 

@@ -71,6 +71,8 @@ class Trainer:
     ) -> None:
         if epochs < 1 or mini_batch_size < 1:
             raise ValueError(f"Trainer: epochs ({epochs}) and batch size must be >= 1")
+        if threads is not None and (not isinstance(threads, int) or threads < 1):
+            raise ValueError(f"Trainer: threads must be a positive int or None, got {threads!r}")
         self.network = network
         self.x_train, self.t_train = x_train, t_train
         self.x_test, self.t_test = x_test, t_test

@@ -242,13 +242,22 @@ class Conv2d(Function):
         gx = gw = gb = None
         if need[0]:  # col2im: the adjoint of the forward's tap copies
             gcol = workspace.empty((K, OH * OW * N), gy2.dtype)
-            np.matmul(wm[:, :K].T, gy2.T, out=gcol)  # (K, OC) @ (OC, OH*OW*N)
+            wk = wm[:, :K].T  # (K, OC)
+
+            def columns(lo: int, hi: int) -> None:  # (K, OC) @ (OC, hi - lo)
+                np.matmul(wk, gy2[lo:hi].T, out=gcol[:, lo:hi])
+
+            parallel.run(columns, len(gy2), gy2.size * K, 256)
             gcol6 = gcol.reshape(C, *self.kernel, OH, OW, N)
             gxs = workspace.zeros((C, H + 2 * PH, W + 2 * PW, N), gy2.dtype)
-            for i, j in np.ndindex(*self.kernel):
-                rows, cols = taps(i, j, self.stride, (OH, OW))
-                acc = gxs[:, rows, cols]  # (C, OH, OW, N) view into gxs
-                acc += gcol6[:, i, j]
+
+            def images(lo: int, hi: int) -> None:  # windows overlap in H, W: split over N
+                for i, j in np.ndindex(*self.kernel):
+                    rows, cols = taps(i, j, self.stride, (OH, OW))
+                    acc = gxs[:, rows, cols, lo:hi]  # (C, OH, OW, hi - lo) view into gxs
+                    acc += gcol6[:, i, j, :, :, lo:hi]
+
+            parallel.run(images, N, gcol.size)
             gx = gxs[:, PH : PH + H, PW : PW + W].transpose(3, 0, 1, 2)  # -> (N, C, H, W)
         if any(need[1:]):  # (OC, OH*OW*N) @ (OH*OW*N, K [+1]) -> (OC, K [+1])
             # Long only in its inner dimension: threads sum over blocks of it.

@@ -38,8 +38,18 @@ class MatMul(Function):
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b``; 2-D products split across threads inside ``parallel.threads()``."""
-    return parallel.matmul(a, b) if a.ndim == b.ndim == 2 else a @ b
+    """``a @ b``, split across threads inside ``parallel.threads()``: 2-D products by rows of
+    ``a``, batched ones by their first batch dimension."""
+    dtype = np.result_type(a, b)
+    if a.ndim == b.ndim == 2:
+        return parallel.matmul(a, b, workspace.empty((len(a), b.shape[1]), dtype))
+    batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    a = np.broadcast_to(a, (*batch, *a.shape[-2:]))  # views: stride 0 where broadcast
+    b = np.broadcast_to(b, (*batch, *b.shape[-2:]))
+    out = workspace.empty((*batch, a.shape[-2], b.shape[-1]), dtype)
+    work = out.size * a.shape[-1]
+    parallel.run(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), len(out), work)
+    return out
 
 
 class Linear(Function):
