@@ -11,7 +11,8 @@ on different slices of an array run at the same time. Two things make this pay:
   only in its inner dimension. Split there, each thread computes a partial sum.
 
 Outside ``threads()`` (the default) every op runs as one NumPy call and BLAS keeps its own
-threads. ``Trainer``, ``evaluate_accuracy`` and the CLI enter ``threads()`` themselves.
+threads. Enter ``threads()`` once around a long piece of work: for a moment after entering,
+an OpenBLAS worker may still be spinning from the multi-threaded GEMMs before it. ``Trainer``, ``evaluate_accuracy`` and the CLI enter ``threads()`` themselves.
 """
 
 from __future__ import annotations
