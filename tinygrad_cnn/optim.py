@@ -144,19 +144,16 @@ class Optimizer:
     def _update_in_blocks(
         self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], tmp: np.ndarray, t: int
     ) -> None:
-        """``_update`` on blocks of the flattened arrays, in parallel inside ``threads()``."""
+        """``_update`` on blocks of the flattened arrays, in parallel inside ``threads()``.
+
+        Blocks of 64K elements keep the five arrays of a block in the core's cache.
+        """
         names = list(st)
-        views = parallel.flat(w, g, tmp, *st.values())
-        if views is None or parallel.num_threads() == 1:
-            self._update(w, g, st, tmp, t)
-            return
 
-        def block(lo: int, hi: int) -> None:
-            w_, g_, tmp_, *slots = (v[lo:hi] for v in views)
-            self._update(w_, g_, dict(zip(names, slots, strict=True)), tmp_, t)
+        def update(w: np.ndarray, g: np.ndarray, tmp: np.ndarray, *slots: np.ndarray) -> None:
+            self._update(w, g, dict(zip(names, slots, strict=True)), tmp, t)
 
-        # Blocks of 64K elements: the five arrays of a block stay in the core's cache.
-        parallel.run(block, w.size, w.size, ranges=-(-w.size // (parallel.BLOCK // 2)))
+        parallel.elementwise(update, w, g, tmp, *st.values(), block=parallel.BLOCK // 2)
 
     def _update(
         self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], tmp: np.ndarray, t: int

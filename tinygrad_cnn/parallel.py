@@ -11,14 +11,16 @@ on different slices of an array run at the same time. Two things make this pay:
   only in its inner dimension. Split there, each thread computes a partial sum.
 
 Outside ``threads()`` (the default) every op runs as one NumPy call and BLAS keeps its own
-threads. Enter ``threads()`` once around a long piece of work: for a moment after entering,
-an OpenBLAS worker may still be spinning from the multi-threaded GEMMs before it. ``Trainer``, ``evaluate_accuracy`` and the CLI enter ``threads()`` themselves.
+threads. ``Trainer``, ``evaluate_accuracy`` and the CLI enter ``threads()`` themselves. Enter
+it once around a long piece of work: for a moment after entering, an OpenBLAS worker may
+still be spinning from the multi-threaded GEMMs before it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 import os
 import queue
 import threading
@@ -231,19 +233,29 @@ def flat(*arrays: np.ndarray) -> tuple[np.ndarray, ...] | None:
     return tuple(views)
 
 
-def elementwise(fn: Callable[..., Any], *arrays: np.ndarray) -> None:
+def elementwise(fn: Callable[..., Any], *arrays: np.ndarray, block: int | None = None) -> None:
     """Run ``fn(*arrays)`` (in-place or ``out=`` work, elementwise) over ranges of memory.
 
-    The ranges are ``BLOCK`` elements long, so an ``fn`` that makes several passes finds its
-    block still in the core's cache on the second. Falls back to one call when the arrays
-    do not share a dense memory order.
+    The ranges are ``block`` (default ``BLOCK``) elements long, so an ``fn`` that makes several
+    passes finds its block still in the core's cache on the second. Falls back to one call
+    when the arrays do not share a dense memory order.
     """
     views = flat(*arrays)
     if views is None:
         fn(*arrays)
         return
     n = views[0].size
-    run(lambda lo, hi: fn(*(v[lo:hi] for v in views)), n, n, ranges=-(-n // BLOCK))
+    run(lambda lo, hi: fn(*(v[lo:hi] for v in views)), n, n, ranges=-(-n // (block or BLOCK)))
+
+
+def along(axis: int, shape: tuple[int, ...], fn: Callable[[tuple[slice, ...]], None]) -> None:
+    """``fn(s)`` for index tuples ``s`` that select blocks of ``axis`` of an array of ``shape``,
+    across threads (``fn`` writes only what ``s`` selects)."""
+
+    def block(lo: int, hi: int) -> None:
+        fn((slice(None),) * axis + (slice(lo, hi),))
+
+    run(block, shape[axis], math.prod(shape))
 
 
 def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
@@ -259,13 +271,11 @@ def copyto(dst: np.ndarray, src: np.ndarray) -> None:
 
     The copy may change the memory order (a transposing copy), as between layouts of ops.
     """
-    axis = memory_order(dst)[0] if dst.ndim else 0
-
-    def block(lo: int, hi: int) -> None:
-        s = (slice(None),) * axis + (slice(lo, hi),)
-        np.copyto(dst[s], src[s])
-
     if dst.ndim == 0 or dst.shape != src.shape:
         np.copyto(dst, src)
-    else:
-        run(block, dst.shape[axis], dst.size)
+        return
+
+    def block(s: tuple[slice, ...]) -> None:
+        np.copyto(dst[s], src[s])
+
+    along(memory_order(dst)[0], dst.shape, block)

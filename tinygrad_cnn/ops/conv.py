@@ -235,8 +235,8 @@ class Conv2d(Function):
         # (N, OC, OH, OW) -> (OH, OW, N, OC) -> (OH*OW*N, OC): free when gy is in y's layout
         gyt = gy.transpose(2, 3, 0, 1)
         if not gyt.flags.c_contiguous:  # another layout: one (threaded) transposing copy
-            gyt = workspace.empty(gyt.shape, gy.dtype)
-            parallel.copyto(gyt, gy.transpose(2, 3, 0, 1))
+            gyt, src = workspace.empty(gyt.shape, gy.dtype), gyt
+            parallel.copyto(gyt, src)
         gy2 = gyt.reshape(OH * OW * N, OC)
         need = self.needs_input_grad
         gx = gw = gb = None

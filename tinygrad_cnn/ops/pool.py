@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 from .. import parallel
@@ -42,7 +40,7 @@ class MaxPool2d(Function):
                 for t in taps[1:]:
                     np.maximum(y[s], t[s], out=y[s])
 
-            _over(axis, y.shape, max_only)
+            parallel.along(axis, y.shape, max_only)
             return y
         taps_dtype = np.min_scalar_type(len(taps) - 1)  # uint8 up to 16x16 windows
         idx = workspace.empty_like(y, dtype=taps_dtype)  # tap holding each window's max
@@ -58,7 +56,7 @@ class MaxPool2d(Function):
                 np.multiply(b, taps_dtype.type(k), out=kb)  # k where tap k took over
                 np.maximum(idxs, kb, out=idxs)  # taps come in increasing k
 
-        _over(axis, y.shape, max_and_argmax)
+        parallel.along(axis, y.shape, max_and_argmax)
         self.save(idx=idx)
         self.x_shape = x.shape
         return y
@@ -87,19 +85,8 @@ class MaxPool2d(Function):
                 np.equal(idx[s], k, out=hit[s])
                 np.multiply(gy[s], hit[s], out=g[s])
 
-        _over(memory_order(idx)[0], idx.shape, scatter)
+        parallel.along(memory_order(idx)[0], idx.shape, scatter)
         return gxp[:, :, PH : H + PH, PW : W + PW]
-
-
-def _over(axis: int, shape: tuple[int, ...], fn) -> None:
-    """``fn(s)`` for index tuples ``s`` selecting blocks of ``axis``, on parallel threads."""
-
-    def block(lo: int, hi: int) -> None:
-        s = [slice(None)] * len(shape)
-        s[axis] = slice(lo, hi)
-        fn(tuple(s))
-
-    parallel.run(block, shape[axis], math.prod(shape))
 
 
 def _like(a: np.ndarray, b: np.ndarray) -> np.ndarray:
