@@ -47,7 +47,7 @@ def _grad_mode_is_restored() -> Iterator[None]:
     except (ImportError, AttributeError):  # engine not written yet
         return
     if not is_grad_enabled():
-        autograd._grad_enabled = True  # reset (private flag) so one leak does not fail later tests
+        autograd.enable_grad().__enter__()  # reset so one leak does not fail later tests
         pytest.fail("test left grad mode disabled: a no_grad block did not restore it")
 
 

@@ -24,10 +24,11 @@ import numpy as np
 Pair = int | tuple[int, int]  # an argument: one int for both axes, or (for H, for W)
 P2 = tuple[int, int]
 
-#: PyTorch-computed reference vectors; ``TINYGRAD_CNN_REFERENCE_DIR`` overrides the location.
+#: PyTorch-computed reference vectors, kept in the repository (``tests/data/README.md`` says
+#: where they come from); ``TINYGRAD_CNN_REFERENCE_DIR`` overrides the location.
 REFERENCE_DIR = Path(
     os.environ.get("TINYGRAD_CNN_REFERENCE_DIR")
-    or Path(__file__).resolve().parents[2] / "shared" / "data" / "reference"
+    or Path(__file__).resolve().parent / "data" / "reference"
 )
 
 

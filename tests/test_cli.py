@@ -87,5 +87,44 @@ def test_resume_with_another_optimizer_names_the_mismatch(tmp_path, capsys):
     before = (tmp_path / "checkpoint.npz").read_bytes()
     assert main([*args, "--epochs", "2", "--optimizer", "adam", "--resume"]) == 2
     err = capsys.readouterr().err
-    assert "does not fit" in err and "Adam" in err
+    assert "--optimizer adam conflicts" in err and "--optimizer sgd" in err
     assert (tmp_path / "checkpoint.npz").read_bytes() == before
+    assert main([*args, "--epochs", "2", "--resume"]) == 0  # without the flag: the saved sgd
+    assert "sgd lr=0.001" in capsys.readouterr().out
+
+
+def test_graph_and_audit_commands_draw_a_trained_network(tmp_path, capsys):
+    from tinygrad_cnn.nn import SimpleConvNet
+
+    SimpleConvNet(seed=5, weight_init_std="he").save_params(tmp_path / "p.npz")
+    assert (
+        main(["graph", "--params", str(tmp_path / "p.npz"), "--out", str(tmp_path / "g.dot")]) == 0
+    )
+    text = capsys.readouterr().out
+    assert "p.npz" in text and "24 nodes, 23 edges" in text
+    assert (tmp_path / "g.dot").read_text().count(" -> ") == 23
+    assert main(["graph", "--out", str(tmp_path / "s.dot")]) == 0
+    seeded = capsys.readouterr().out
+    assert "seed 0" in seeded
+    assert text.rsplit("(loss", 1)[1] != seeded.rsplit("(loss", 1)[1]  # the loaded weights
+
+    audit = ["audit", "--params", str(tmp_path / "p.npz"), "--out", str(tmp_path / "a.dot")]
+    assert main(audit) == 0
+    text = capsys.readouterr().out
+    assert "p.npz" in text and "0 failed" in text and (tmp_path / "a.dot").is_file()
+    assert main(["audit", "--params", str(tmp_path / "none.npz")]) == 2
+
+
+def test_one_accuracy_function_everywhere():
+    from tinygrad_cnn import models, train
+    from tinygrad_cnn.data import load_mnist_mini
+    from tinygrad_cnn.nn import SimpleConvNet
+
+    assert train.evaluate_accuracy is models.accuracy
+    (x, t), _ = load_mnist_mini(one_hot_label=False)
+    net = SimpleConvNet(seed=0, weight_init_std="he")
+    onehot = np.eye(10, dtype=np.float32)[t[:300]]
+    acc = models.accuracy(net, x[:300], t[:300], batch_size=128)
+    assert acc == net.accuracy(x[:300], onehot) and 0 < acc < 1
+    with pytest.raises(ValueError, match="300 images"):
+        models.accuracy(net, x[:300], t[:299])

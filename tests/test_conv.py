@@ -3,12 +3,14 @@ adjointness, linearity, the max-pool tie rule and padding, and clear geometry er
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import hypothesis.strategies as st
 import numpy as np
 import pytest
 from hypothesis import given
 from oracles import (
-    REFERENCE_DIR,
     avg_pool2d_naive_grad,
     conv2d_naive_grads,
     im2col_naive,
@@ -19,10 +21,7 @@ from oracles import (
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import Tensor, col2im, im2col
 from tinygrad_cnn import strategies as tst
-
-needs_reference = pytest.mark.skipif(
-    not REFERENCE_DIR.is_dir(), reason=f"PyTorch reference vectors not found at {REFERENCE_DIR}"
-)
+from tinygrad_cnn.ops import conv as conv_ops
 
 
 def _tensors(*arrays):
@@ -30,7 +29,6 @@ def _tensors(*arrays):
 
 
 # ----------------------------------------------------------------------------- PyTorch oracle
-@needs_reference
 def test_conv2d_matches_pytorch_reference():
     cases = load_reference("conv2d")
     assert cases
@@ -43,7 +41,6 @@ def test_conv2d_matches_pytorch_reference():
             np.testing.assert_allclose(t.grad, c[key], rtol=1e-10, atol=1e-12, err_msg=key)
 
 
-@needs_reference
 @pytest.mark.parametrize("name, fn", [("max_pool2d", F.max_pool2d), ("avg_pool2d", F.avg_pool2d)])
 def test_pooling_matches_pytorch_reference(name, fn):
     cases = load_reference(name)
@@ -182,3 +179,51 @@ def test_odd_sizes_use_floor_division():
     y = F.conv2d(Tensor(np.zeros((1, 1, 29, 29))), Tensor(np.zeros((2, 1, 5, 5))), stride=2)
     assert y.shape == (1, 2, 13, 13)  # (29 - 5) // 2 + 1
     assert F.max_pool2d(Tensor(np.zeros((1, 1, 25, 25))), 2).shape == (1, 1, 12, 12)
+
+
+# ----------------------------------------------------------------------------- one im2col
+def test_conv2d_and_im2col_run_the_same_unfold_and_fold(monkeypatch):
+    """Conv2d, im2col and col2im share one im2col (``unfold``) and one col2im (``fold_into``),
+    so the adjointness and reference tests above check the code the network runs."""
+    calls = {"unfold": 0, "fold_into": 0}
+
+    def counted(name):
+        real = getattr(conv_ops, name)
+
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return real(*args, **kwargs)
+
+        return wrapper
+
+    for name in calls:
+        monkeypatch.setattr(conv_ops, name, counted(name))
+    rng = np.random.default_rng(0)
+    x, w = _tensors(rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2)))
+    F.conv2d(x, w, stride=(2, 1), padding=1).backward(rng.standard_normal((2, 4, 4, 7)))
+    assert calls["unfold"] >= 1 and calls["fold_into"] >= 1, calls
+    for name in calls:
+        calls[name] = 0
+    col = im2col(x.data, (3, 2), (2, 1), 1)
+    col2im(col, x.shape, (3, 2), (2, 1), 1)
+    assert calls == {"unfold": 1, "fold_into": 1}
+
+
+def test_im2col_rows_times_weights_equal_conv2d():
+    rng = np.random.default_rng(1)
+    x, w = rng.standard_normal((2, 3, 7, 6)), rng.standard_normal((4, 3, 3, 2))
+    y = F.conv2d(Tensor(x), Tensor(w), stride=(2, 1), padding=1).data  # (N, OC, OH, OW)
+    col = im2col(x, (3, 2), (2, 1), 1)  # (N*OH*OW, C*KH*KW)
+    # (N*OH*OW, OC) -> (N, OH, OW, OC) -> (N, OC, OH, OW)
+    y_col = (col @ w.reshape(4, -1).T).reshape(2, 4, 7, 4).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(y, y_col, rtol=1e-12, atol=1e-12)
+
+
+def test_ops_modules_import_no_private_names_from_each_other():
+    """Helpers shared across ``tinygrad_cnn.ops`` (``pad2d``, ``windows``, ``fold``...) are
+    public; a module importing a sibling's ``_name`` would break when that name changes."""
+    for path in Path(conv_ops.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level > 0:
+                private = [a.name for a in node.names if a.name.startswith("_")]
+                assert not private, f"{path.name} imports private {private} from {node.module}"

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import Function, Tensor, enable_grad, is_grad_enabled, no_grad
 from tinygrad_cnn import strategies as tst
-from tinygrad_cnn.autograd import toposort, unbroadcast
+from tinygrad_cnn.autograd import unbroadcast
+from tinygrad_cnn.backprop import toposort
 from tinygrad_cnn.testing import gradcheck
 
 RNG_SEED = 0
@@ -304,8 +305,21 @@ def test_op_gradient_of_the_wrong_shape_is_caught():
             return np.ascontiguousarray(gy.T)  # (4, 3) for a (3, 4) input
 
     y = Transposing.apply(leaf(3, 4)).sum()
-    with pytest.raises(AssertionError):
+    with pytest.raises(RuntimeError, match=r"Transposing.backward returned a gradient of shape "
+                       r"\(4, 3\) for input 0, whose shape is \(3, 4\)"):  # fmt: skip
         y.backward()
+
+
+def test_op_returning_the_wrong_number_of_gradients_is_named():
+    class TwoGrads(Function, register=False):
+        def forward(self, x):
+            return x.copy()
+
+        def backward(self, gy):
+            return gy, gy
+
+    with pytest.raises(RuntimeError, match=r"TwoGrads.backward returned 2 gradient\(s\) for 1"):
+        TwoGrads.apply(leaf(3)).sum().backward()
 
 
 # ----------------------------------------------------------------------------- grad mode

@@ -237,3 +237,39 @@ def test_float32_in_float32_out(op, data):
     for t in tensors:
         assert t.grad is not None and t.grad.dtype == np.float32
         assert t.grad.shape == t.shape
+
+
+# ----------------------------------------------------------------------------- empty batch
+def test_empty_batch_flows_through_every_layer_of_the_network():
+    # was: flatten raised "cannot reshape ... (0 elements) into shape (0, -1)"
+    rng = np.random.default_rng(0)
+    x = Tensor(np.zeros((0, 1, 28, 28), np.float32), requires_grad=True)
+    w, b = rng.standard_normal((30, 1, 5, 5)), rng.standard_normal(30)
+    w2, b2 = rng.standard_normal((4320, 10)), rng.standard_normal(10)
+    params = [Tensor(a.astype(np.float32), requires_grad=True) for a in (w, b, w2, b2)]
+    h = F.relu(F.conv2d(x, params[0], params[1]))  # (0, 30, 24, 24)
+    assert h.shape == (0, 30, 24, 24)
+    assert F.avg_pool2d(h, 2).shape == (0, 30, 12, 12)
+    p = F.max_pool2d(h, 2)
+    flat = F.flatten(p)
+    assert flat.shape == (0, 30 * 12 * 12)
+    y = F.linear(flat, params[2], params[3])
+    assert y.shape == (0, 10) and y.dtype == np.float32
+    assert F.matmul(flat, params[2]).shape == (0, 10)
+    assert F.softmax(y, axis=1).shape == (0, 10)
+    F.sum(y).backward()
+    assert x.grad.shape == (0, 1, 28, 28) and x.grad.dtype == np.float32
+    for t in params:  # no sample, so no gradient: exactly zero, not nan
+        assert t.grad.shape == t.shape and t.grad.dtype == np.float32
+        np.testing.assert_array_equal(t.grad, 0)
+
+
+def test_empty_batch_through_simple_conv_net():
+    import tinygrad_cnn.nn  # noqa: F401  (imported before models while they import each other)
+    from tinygrad_cnn.models import SimpleConvNet
+
+    net = SimpleConvNet()
+    x = np.zeros((0, 1, 28, 28), np.float32)
+    assert net.predict(x).shape == (0, 10)
+    with pytest.raises(ValueError, match="softmax_cross_entropy: empty batch"):
+        net.loss(x, np.zeros(0, np.int64))

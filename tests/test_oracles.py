@@ -6,6 +6,9 @@ against ones that have one, and pins the max-pool tie rule.
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 from oracles import (
@@ -30,10 +33,7 @@ RTOL, ATOL = 1e-10, 1e-12
 
 
 def _cases(name: str) -> list:
-    """One pytest param per reference case, or a single visible skip if the data is absent."""
-    if not (REFERENCE_DIR / f"{name}.npz").exists():
-        reason = f"PyTorch reference data not found: {REFERENCE_DIR / name}.npz"
-        return [pytest.param(None, marks=pytest.mark.skip(reason=reason), id="missing")]
+    """One pytest param per reference case (the files ship in ``tests/data/reference``)."""
     return [pytest.param(case, id=case["case"]) for case in load_reference(name)]
 
 
@@ -80,8 +80,6 @@ def test_softmax_cross_entropy_matches_pytorch(case: dict) -> None:
 
 @pytest.mark.parametrize("name", ["conv2d", "max_pool2d", "avg_pool2d", "softmax_cross_entropy"])
 def test_reference_files_are_complete(name: str) -> None:
-    if not (REFERENCE_DIR / f"{name}.npz").exists():
-        pytest.skip(f"PyTorch reference data not found in {REFERENCE_DIR}")
     fields = {
         "conv2d": {"x", "w", "b", "gy", "y", "gx", "gw", "gb"},
         "max_pool2d": {"x", "gy", "y", "gx"},
@@ -145,3 +143,19 @@ def test_pool_padding_never_wins_and_counts_in_average() -> None:
     assert avg_pool2d_naive(x, 3, 1, 1).tolist() == [[[[-4 / 9, -4 / 9], [-4 / 9, -4 / 9]]]]
     with pytest.raises(ValueError, match="kernel // 2"):
         max_pool2d_naive(x, 2, 1, 2)
+
+
+def test_reference_vectors_ship_with_the_tests() -> None:
+    """A bare clone runs the PyTorch comparisons: the vectors live in ``tests/data``."""
+    here = Path(__file__).resolve().parent / "data" / "reference"
+    names = ["conv2d", "max_pool2d", "avg_pool2d", "softmax_cross_entropy"]
+    missing = [
+        f"{n}.{ext}"
+        for n in names
+        for ext in ("json", "npz")
+        if not (here / f"{n}.{ext}").is_file()
+    ]
+    assert not missing, f"reference files missing from {here}: {missing}"
+    assert (here.parent / "README.md").is_file() and (here.parent / "make_reference.py").is_file()
+    if "TINYGRAD_CNN_REFERENCE_DIR" not in os.environ:
+        assert REFERENCE_DIR.resolve() == here

@@ -127,7 +127,7 @@ def test_simpleconvnet_graph_counts_and_clusters():
         ("conv1", "Conv2d k=5x5 s=1 p=0", ["conv1.weight", "conv1.bias"]),
         ("relu1", "ReLU", []),
         ("pool1", "MaxPool2d k=2x2 s=2 p=0", []),
-        ("flatten", "Reshape shape=(8, -1)", []),
+        ("flatten", "Reshape shape=(8, 4320)", []),
         ("fc1", "Linear", ["fc1.weight", "fc1.bias"]),
         ("relu2", "ReLU", []),
         ("fc2", "Linear", ["fc2.weight", "fc2.bias"]),
@@ -146,32 +146,43 @@ def test_gradient_norms_and_no_grad():
     net = SimpleConvNet(seed=0)
     x = np.random.default_rng(1).random((4, 1, 28, 28), dtype=np.float32)
     loss = net.loss(x, [1, 2, 3, 4])
-    before = draw_graph(loss, show_grads=True).source
-    assert before.count("no grad") == 6 + 8  # parameters and the 8 op outputs
+    src = draw_graph(loss, show_grads=True).source  # the drawing runs its own backward ...
+    assert all(p.grad is None for p in net.parameters())  # ... and touches no .grad
     loss.backward(retain_graph=True)
-    src = draw_graph(loss, show_grads=True).source
     norm = np.linalg.norm(net.fc2.bias.grad)
     assert f"|grad| = {norm:.4e}" in node_line(src, "fc2.bias")
     assert src.count("|grad| = ") == 6 + 8 and "no grad" not in src
     assert "|grad| = 1.0000e+00" in node_line(src, "loss")  # d loss / d loss
+    assert draw_graph(loss, show_grads=True).source == src  # the same after backward
     # an intermediate: the logits' gradient is (softmax - onehot) / N
     logits = net.predict(x).data.astype(np.float64)
     p = np.exp(logits - logits.max(1, keepdims=True))
     p /= p.sum(1, keepdims=True)
     p[np.arange(4), [1, 2, 3, 4]] -= 1
     assert f"|grad| = {np.linalg.norm(p / 4):.3e}"[:14] in src
-    # Two roots, backward from one: the other's parameter was never reached; a zero gradient
-    # that was reached is not "no grad".
+    # Two roots: the norms are those of their sum; a zero gradient that was reached is not
+    # "no grad", and an input whose op returns no gradient for it gets "no grad".
     a = Tensor(np.ones(2, np.float32), requires_grad=True, name="a")
     b = Tensor(np.ones(2, np.float32), requires_grad=True, name="b")
     z = Tensor(np.ones(2, np.float32), requires_grad=True, name="z")
     first, second = (a * 3.0 + z * 0.0).sum(), (b * 2.0).sum()
-    first.backward(retain_graph=True)
     src = draw_graph(first, second, show_grads=True).source
-    assert "no grad" in node_line(src, "b\\n")
+    assert f"|grad| = {np.sqrt(8):.4e}" in node_line(src, "b\\n")
     assert f"|grad| = {np.sqrt(18):.4e}" in node_line(src, "a\\n")
     assert "|grad| = 0.0000e+00" in node_line(src, "z\\n")
     assert src.count("peripheries=2") == 2
+    src = draw_graph((VizTestNoGrad.apply(a) * 2.0).sum(), show_grads=True).source
+    assert "no grad" in node_line(src, "a\\n") and src.count("|grad| = ") == 3
+
+
+class VizTestNoGrad(Function):
+    """Identity whose backward gives no gradient (as if the input were constant)."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, gy):
+        return None
 
 
 def test_highlight_draws_the_op_red():
@@ -247,7 +258,7 @@ def test_plot_module_and_graph_command(tmp_path, capsys):
     net = SimpleConvNet(seed=0)
     x = np.random.default_rng(2).random((2, 1, 28, 28), dtype=np.float32)
     src = plot_module(net, x, tmp_path / "m.dot", t=[0, 1], show_grads=True).read_text()
-    assert src.count("|grad| = ") == 6 + 8 and net.conv1.weight.grad is not None
+    assert src.count("|grad| = ") == 6 + 8 and net.conv1.weight.grad is None
     assert "SoftmaxCrossEntropy" not in plot_module(net, x, tmp_path / "p.dot").read_text()
     graph_command(str(tmp_path / "cli.dot"), grads=True)
     out = capsys.readouterr().out

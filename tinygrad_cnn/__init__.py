@@ -9,7 +9,17 @@ array([4., 6.], dtype=float32)
 """
 
 from . import functional
-from .autograd import Function, enable_grad, is_grad_enabled, no_grad
+from .anomaly import AnomalyError, detect_anomaly
+from .autograd import (
+    Function,
+    RemovableHandle,
+    enable_grad,
+    is_grad_enabled,
+    no_grad,
+    on_op_backward,
+    on_op_created,
+)
+from .backprop import grad
 from .ops.conv import col2im, conv_output_size, im2col
 from .parallel import threads
 from .tensor import Tensor
@@ -19,7 +29,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Tensor",
     "Function",
+    "RemovableHandle",
     "functional",
+    "grad",
+    "on_op_created",
+    "on_op_backward",
+    "detect_anomaly",
+    "AnomalyError",
     "no_grad",
     "enable_grad",
     "is_grad_enabled",

@@ -13,18 +13,13 @@ small. It works for any ``Function`` subclass, including yours:
 
 from __future__ import annotations
 
-import linecache
-import os
-import sys
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import autograd
 from .autograd import Function, enable_grad
 from .ops import conv as _conv
 from .ops import elementwise as _ew
@@ -33,8 +28,7 @@ from .ops import shape as _shape
 from .tensor import Tensor
 from .viz import graph_tensors, node_ids, op_label
 
-__all__ = ["AuditRow", "AuditReport", "audit_graph", "audit_command", "AnomalyError",
-           "detect_anomaly", "KINKS"]  # fmt: skip
+__all__ = ["AuditRow", "AuditReport", "audit_graph", "audit_command", "KINKS"]
 
 Masks = list[np.ndarray | None]
 
@@ -159,7 +153,7 @@ def audit_graph(
 ) -> AuditReport:
     """Check the backward of every op node of the graph ending at ``loss``, in float64.
 
-    Each op is re-run as ``type(fn).apply(*inputs, **fn.kwargs)`` on float64 copies of its
+    Each op is re-run as ``type(fn).apply(*inputs, **fn.attrs())`` on float64 copies of its
     recorded inputs (inputs that needed no gradient stay constants). Elements sitting on a
     kink (ReLU at 0, max/max-pool ties; see ``KINKS``) are held fixed, and the row says so.
 
@@ -197,8 +191,9 @@ def _check_op(
     """Return (relative error, check, status, note) for one op node."""
     from .testing import gradcheck, vjp_error  # here, so testing can re-export this module
 
-    cls, kwargs = type(fn), fn.kwargs
-    arrays = [p.data.astype(np.float64) if p.dtype.kind == "f" else p.data for p in fn.parents]
+    cls, kwargs = type(fn), fn.attrs()
+    arrays = [p.numpy().astype(np.float64) if p.dtype.kind == "f" else p.numpy()
+              for p in fn.parents]  # fmt: skip
     need = fn.needs_input_grad
     detector = next((KINKS[c] for c in cls.__mro__ if c in KINKS), None)
     masks: Masks = list(detector(fn, arrays, 10 * eps)) if detector else [None] * len(arrays)
@@ -247,87 +242,3 @@ def audit_command() -> int:
     print("gradient audit of SimpleConvNet (seed 0) on 100 mini-MNIST images, float64")
     print(report)
     return 0 if report.ok else 1
-
-
-# ------------------------------------------------------------------------------ anomaly mode
-class AnomalyError(RuntimeError):
-    """An op made NaN or Inf under ``detect_anomaly()``; see ``op``, ``phase`` and ``where``."""
-
-    def __init__(self, message: str, op: Function, phase: str, where: str | None) -> None:
-        super().__init__(message)
-        self.op, self.phase, self.where = op, phase, where
-
-
-_PACKAGE_DIR = os.path.dirname(__file__) + os.sep
-
-
-def _user_frame() -> str | None:
-    """``file:line in function`` of the innermost caller outside this package."""
-    frame = sys._getframe(2)
-    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
-        frame = frame.f_back
-    if frame is None:
-        return None
-    return f"{frame.f_code.co_filename}:{frame.f_lineno} in {frame.f_code.co_name}"
-
-
-def _bad(a: np.ndarray) -> str:
-    """'nan', 'inf', 'nan and inf' or '' for an array."""
-    if a.dtype.kind != "f" or np.isfinite(a).all():
-        return ""
-    kinds = [k for k, f in (("nan", np.isnan), ("inf", np.isinf)) if f(a).any()]
-    return " and ".join(kinds)
-
-
-def _describe(fn: Function, what: str, arrays: Sequence[np.ndarray]) -> str:
-    shapes = ", ".join(f"{tuple(a.shape)} {a.dtype}" for a in arrays)
-    where = fn.trace or "unknown (the op was recorded outside detect_anomaly())"
-    lines = [f"detect_anomaly: {op_label(fn)} {what}", f"  input shapes: {shapes}",
-             f"  created at: {where}"]  # fmt: skip
-    if fn.trace:  # "path:line in function"
-        path, _, line = fn.trace.rsplit(" in ", 1)[0].rpartition(":")
-        source = linecache.getline(path, int(line))
-        if source.strip():
-            lines.append(f"      {source.strip()}")
-    return "\n".join(lines)
-
-
-def _on_create(fn: Function, inputs: tuple[Tensor, ...], out: Tensor) -> None:
-    fn.trace = _user_frame()
-    bad = _bad(out.data)
-    if bad:
-        msg = _describe(fn, f"produced {bad} in its forward output of shape {out.shape}", [
-            t.data for t in inputs
-        ])  # fmt: skip
-        upstream = [str(i) for i, t in enumerate(inputs) if _bad(t.data)]
-        if upstream:
-            msg += f"\n  note: input {', '.join(upstream)} already held nan/inf when it came in"
-        raise AnomalyError(msg, fn, "forward", fn.trace)
-
-
-def _on_backward(fn: Function, grads: tuple[np.ndarray | None, ...]) -> None:
-    for i, g in enumerate(grads):
-        bad = "" if g is None else _bad(np.asarray(g))
-        if bad:
-            shapes = [p.data for p in fn.parents]
-            what = f"backward produced {bad} in the gradient of input {i} (shape {g.shape})"
-            msg = _describe(fn, what, shapes)
-            raise AnomalyError(msg, fn, "backward", fn.trace)
-
-
-@contextmanager
-def detect_anomaly() -> Iterator[None]:
-    """Raise ``AnomalyError`` at the first op whose output or input gradient holds NaN or Inf.
-
-    The error names the op, its input shapes and the line of your code that created it (a
-    cheap frame walk done only while the mode is on). Only ops recorded for backward are
-    watched. The hooks are removed on exit, also when the block raises.
-
-    Examples
-    --------
-    >>> with detect_anomaly():                              # doctest: +SKIP
-    ...     loss = net.loss(x, t)
-    ...     loss.backward()
-    """
-    with autograd._hooks(creation=_on_create, backward_hook=_on_backward):
-        yield

@@ -1,14 +1,22 @@
-"""The engine: grad mode, the ``Function`` base class and its registry, and backward.
+"""The engine's front half: grad mode, hooks, and the ``Function`` base class and its registry.
+
+``backprop.py`` holds the other half, the backward walk (``backward`` and ``grad``).
 
 A graph is made of tensors and the ``Function`` instances that produced them. A tensor points
 to its creator through ``tensor._ctx``; a function points to its inputs through ``parents``.
 Nothing points from a function back to its output, so a graph has no reference cycles and is
 freed by reference counting alone as soon as the last tensor of it goes away.
+
+Threads. Grad mode, the module scope and the op hooks are per thread, as in PyTorch: a
+``no_grad()`` or an ``on_op_created`` hook in one thread never affects another. Tensors, graphs
+and modules may be shared across threads for reading; two threads must not run ``backward``
+through the same graph, nor update the same parameters, at the same time.
 """
 
 from __future__ import annotations
 
 import functools
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
@@ -21,15 +29,34 @@ if TYPE_CHECKING:
     from .tensor import Tensor
 
 F = TypeVar("F", bound=Callable[..., Any])
+Grads = tuple["np.ndarray | Tensor | None", ...]
 
-_grad_enabled = True
-#: Names of the modules being called, outermost first; every recorded op keeps a copy.
-_scope: tuple[str, ...] = ()
+
+class _HookList:
+    """Callables registered in one thread; replaced, never mutated, so a walk over it is safe
+    while a hook removes itself."""
+
+    def __init__(self) -> None:
+        self.created: tuple[Callable[..., Any], ...] = ()
+        self.backward: tuple[Callable[..., Any], ...] = ()
+
+
+class _ThreadState(threading.local):
+    """Everything that changes the engine's behaviour; each thread sees its own."""
+
+    def __init__(self) -> None:
+        self.grad_enabled = True
+        #: Names of the modules being called, outermost first; every recorded op keeps a copy.
+        self.scope: tuple[str, ...] = ()
+        self.hooks = _HookList()
+
+
+_state = _ThreadState()
 
 
 def is_grad_enabled() -> bool:
-    """Return True when new operations are recorded for backward."""
-    return _grad_enabled
+    """Return True when new operations are recorded for backward (in this thread)."""
+    return _state.grad_enabled
 
 
 class _GradMode:
@@ -37,16 +64,15 @@ class _GradMode:
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._saved: list[bool] = []
+        self._saved = threading.local()  # one object may be entered by several threads
 
     def __enter__(self) -> None:
-        global _grad_enabled
-        self._saved.append(_grad_enabled)
-        _grad_enabled = self.enabled
+        stack = self._saved.__dict__.setdefault("stack", [])
+        stack.append(_state.grad_enabled)
+        _state.grad_enabled = self.enabled
 
     def __exit__(self, *exc: object) -> None:
-        global _grad_enabled
-        _grad_enabled = self._saved.pop()
+        _state.grad_enabled = self._saved.stack.pop()
 
     def __call__(self, fn: F) -> F:
         @functools.wraps(fn)
@@ -57,20 +83,8 @@ class _GradMode:
         return wrapper  # type: ignore[return-value]
 
 
-@contextmanager
-def module_scope(name: str) -> Iterator[None]:
-    """Tag ops recorded inside the block with ``name`` (nested blocks nest), for rendering."""
-    global _scope
-    saved = _scope
-    _scope = (*saved, name)
-    try:
-        yield
-    finally:
-        _scope = saved
-
-
 def no_grad() -> _GradMode:
-    """Disable graph recording, as ``with no_grad():`` or as ``@no_grad()``.
+    """Disable graph recording in this thread, as ``with no_grad():`` or as ``@no_grad()``.
 
     Nests, and restores the previous mode even when the body raises.
     """
@@ -82,6 +96,77 @@ def enable_grad() -> _GradMode:
     return _GradMode(True)
 
 
+@contextmanager
+def module_scope(name: str) -> Iterator[None]:
+    """Tag ops recorded inside the block with ``name`` (nested blocks nest); ``Module`` uses it."""
+    saved = _state.scope
+    _state.scope = (*saved, name)
+    try:
+        yield
+    finally:
+        _state.scope = saved
+
+
+# ----------------------------------------------------------------------------------- hooks
+class RemovableHandle:
+    """What registering a hook returns: ``handle.remove()`` takes the hook away again.
+
+    Also a context manager that removes the hook on exit. ``remove`` may be called twice.
+    """
+
+    def __init__(self, remove: Callable[[], None]) -> None:
+        self._remove: Callable[[], None] | None = remove
+
+    def remove(self) -> None:
+        if self._remove is not None:
+            self._remove()
+            self._remove = None
+
+    def __enter__(self) -> RemovableHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+
+def _register(hooks: _HookList, kind: str, hook: Callable[..., Any]) -> RemovableHandle:
+    if not callable(hook):
+        raise TypeError(f"on_op_{kind}: hook must be callable, got {type(hook).__name__}")
+    setattr(hooks, kind, (*getattr(hooks, kind), hook))
+
+    def remove() -> None:
+        setattr(hooks, kind, tuple(h for h in getattr(hooks, kind) if h is not hook))
+
+    return RemovableHandle(remove)
+
+
+def on_op_created(hook: Callable[[Function, tuple[Tensor, ...], Tensor], None]) -> RemovableHandle:
+    """Call ``hook(fn, inputs, output)`` after every op's forward in this thread.
+
+    It runs for every op, recorded for backward or not (``output.op is None`` tells). An
+    exception in the hook propagates out of the op call. Returns a handle: ``.remove()``.
+
+    Examples
+    --------
+    >>> with on_op_created(lambda fn, xs, y: print(fn.name, y.shape)):  # doctest: +SKIP
+    ...     net(x)
+    """
+    return _register(_state.hooks, "created", hook)
+
+
+def on_op_backward(
+    hook: Callable[[Function, Any, Grads], Grads | None],
+) -> RemovableHandle:
+    """Call ``hook(fn, grad_output, grad_inputs)`` after every op's backward in this thread.
+
+    ``grad_inputs`` has one entry per input (None where no gradient is needed), before
+    broadcasting is summed away. The hook may return a replacement tuple. Gradients are
+    ndarrays, or Tensors during ``backward(create_graph=True)``. Returns a handle.
+    """
+    return _register(_state.hooks, "backward", hook)
+
+
+# -------------------------------------------------------------------------------- Function
 class Function:
     """One differentiable operation. Subclasses are registered by name in ``Function.registry``.
 
@@ -91,16 +176,18 @@ class Function:
     input, each with the shape of the output broadcast to that input's "same-shape" form (the
     engine reduces broadcasting), or ``None`` for inputs in ``needs_input_grad`` that are False.
 
-    Keyword arguments given to ``apply`` become attributes (``self.stride`` etc.) and are
-    listed by ``attrs()``, which the graph renderer shows.
+    Keyword arguments given to ``apply`` become attributes (``self.stride`` etc.); ``attrs()``
+    returns them, so ``type(fn).apply(*inputs, **fn.attrs())`` runs the same op again.
+    ``scope`` is the dotted path of the modules that were being called when the op ran.
     """
 
     registry: ClassVar[dict[str, type[Function]]] = {}
-    #: Names of keyword attributes shown in graph labels; set by subclasses.
+    #: Names of the attributes worth showing in graph labels and reprs.
     attr_names: ClassVar[tuple[str, ...]] = ()
 
     parents: tuple[Tensor, ...]
     needs_input_grad: tuple[bool, ...]
+    scope: tuple[str, ...] = ()
 
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -108,25 +195,32 @@ class Function:
             Function.registry[cls.__name__] = cls
 
     def __init__(self, **attrs: Any) -> None:
-        self.kwargs = attrs  # what ``apply`` was given, so the op can be re-run (audit)
+        self._attrs = attrs
         for key, value in attrs.items():
             setattr(self, key, value)
         self.freed = False
-        self.trace: str | None = None
 
     def forward(self, *xs: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: define forward(self, *arrays)")
 
     def backward(self, gy: np.ndarray) -> tuple[np.ndarray | None, ...] | np.ndarray | None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__}: define backward(self, gy)")
 
     @property
     def name(self) -> str:
         return type(self).__name__
 
     def attrs(self) -> dict[str, Any]:
-        """The key attributes of this op (for labels and error messages)."""
+        """The keyword attributes the op was applied with (``stride``, ``axis``, ...)."""
+        return dict(self._attrs)
+
+    def label_attrs(self) -> dict[str, Any]:
+        """The attributes worth showing in a label: ``attr_names`` of them, in that order."""
         return {k: getattr(self, k) for k in self.attr_names if hasattr(self, k)}
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{k}={v!r}" for k, v in self.label_attrs().items())
+        return f"<{self.name}({inner})>"
 
     def save(self, **arrays: Any) -> None:
         """Keep arrays for backward; dropped by ``free``."""
@@ -143,163 +237,45 @@ class Function:
         """Run the op on tensors (or array-likes), recording it when gradients are needed."""
         from .tensor import Tensor, as_tensor
 
+        state = _state
         fn = cls(**attrs)
         first = next((t for t in inputs if isinstance(t, Tensor)), None)
         tensors = tuple(as_tensor(t, like=first) for t in inputs)
         # Under no_grad nothing needs a gradient, so ops skip saving arrays for backward.
-        fn.needs_input_grad = tuple(_grad_enabled and t.requires_grad for t in tensors)
+        grad_on = state.grad_enabled
+        fn.needs_input_grad = tuple(grad_on and t.requires_grad for t in tensors)
         fn.saved = {}
-        out = fn.forward(*(t.data for t in tensors))
+        out = fn.forward(*(t._data for t in tensors))
         requires_grad = any(fn.needs_input_grad)
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
             fn.parents = tensors
-            fn.scope = _scope
+            fn.scope = state.scope
+            if fn.saved:  # versions of what backward reads, checked there
+                fn._versions = tuple(t._version[0] for t in tensors)
+                fn._out_version = (result._version, 0)
             result._ctx = fn
-        for hook in _creation_hooks:
-            hook(fn, tensors, result)
+        hooks = state.hooks.created
+        if hooks:
+            for hook in hooks:
+                hook(fn, tensors, result)
         return result
 
 
-#: Callables ``hook(fn, inputs, output)`` run after every op's forward, recorded or not
-#: (used by anomaly mode).
-_creation_hooks: list[Callable[[Function, tuple[Tensor, ...], Tensor], None]] = []
-#: Callables ``hook(fn, grads)`` run after every op backward (used by anomaly mode).
-_backward_hooks: list[Callable[[Function, tuple[np.ndarray | None, ...]], None]] = []
-
-
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """Sum ``g`` down to ``shape``, undoing NumPy broadcasting (the adjoint of broadcast_to)."""
+    """Sum ``g`` down to ``shape``, undoing NumPy broadcasting (the adjoint of broadcast_to).
+
+    Raises ``ValueError`` when ``g`` cannot have come from broadcasting ``shape``.
+    """
     if g.shape == shape:
         return g
     extra = g.ndim - len(shape)
+    if extra < 0 or any(n != 1 and m != n for n, m in zip(shape, g.shape[extra:], strict=True)):
+        raise ValueError(f"cannot reduce a gradient of shape {g.shape} to shape {shape}")
     axes = tuple(range(extra)) + tuple(
         i + extra for i, n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1
     )
     out = g.sum(axis=axes, keepdims=True) if axes else g
     if extra:
         out = out.reshape(out.shape[extra:])
-    assert out.shape == shape, f"unbroadcast: cannot reduce {g.shape} to {shape}"
     return out
-
-
-def toposort(root: Tensor) -> list[Tensor]:
-    """Tensors of the graph ending at ``root``, inputs before outputs. Iterative, O(nodes)."""
-    order: list[Tensor] = []
-    visited: set[int] = {id(root)}
-    stack: list[tuple[Tensor, Iterator[Tensor]]] = [(root, _parents_iter(root))]
-    while stack:
-        node, it = stack[-1]
-        for parent in it:
-            if id(parent) not in visited:
-                visited.add(id(parent))
-                stack.append((parent, _parents_iter(parent)))
-                break
-        else:
-            stack.pop()
-            order.append(node)
-    return order
-
-
-def _parents_iter(t: Tensor) -> Iterator[Tensor]:
-    ctx = t._ctx
-    return iter(ctx.parents) if ctx is not None else iter(())
-
-
-def backward(root: Tensor, grad: np.ndarray | None = None, retain_graph: bool = False) -> None:
-    """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
-
-    Intermediate gradients live in a local dict and are dropped as soon as they are used.
-    The graph's saved arrays are freed afterwards unless ``retain_graph`` is True.
-    """
-    if not root.requires_grad:
-        raise RuntimeError(
-            "backward: this tensor does not require grad and has no graph; create inputs "
-            "with requires_grad=True (and not under no_grad())"
-        )
-    if root._ctx is not None and root._ctx.freed:
-        raise RuntimeError(
-            "backward: the graph was already freed by an earlier backward(); call "
-            "backward(retain_graph=True) the first time to backpropagate twice"
-        )
-    if grad is None:
-        if root.size != 1:
-            raise RuntimeError(
-                f"backward: grad can be omitted only for a scalar output, got shape {root.shape}; "
-                "pass grad= with that shape"
-            )
-        gy = np.ones(root.shape, dtype=root.dtype)
-    else:
-        gy = np.asarray(grad.data if hasattr(grad, "_ctx") else grad)
-        if gy.shape != root.shape:
-            raise ValueError(f"backward: grad has shape {gy.shape}, expected {root.shape}")
-        gy = gy.astype(root.dtype, copy=False)
-
-    grads: dict[int, np.ndarray] = {id(root): gy}
-    # The walk holds leaves but only (id, op) of intermediate tensors: an activation nobody
-    # else holds is then freed as soon as the ops that used it are done (``free`` drops their
-    # inputs), and its buffer serves the gradients still to come.
-    walk = [(id(t), t._ctx, t if t._ctx is None else None) for t in reversed(toposort(root))]
-    with no_grad():
-        for key, ctx, leaf in walk:
-            g = grads.pop(key, None)
-            if leaf is not None:
-                if g is not None and leaf.requires_grad:
-                    _accumulate_leaf(leaf, g)
-                continue
-            if ctx.freed:
-                raise RuntimeError(
-                    f"backward: the graph through {ctx.name} was already freed by an earlier "
-                    "backward(); use retain_graph=True"
-                )
-            if g is not None:
-                if retain_graph:  # a float for graph drawings; the array itself is not kept
-                    ctx.out_grad_norm = float(np.linalg.norm(g))
-                _backward_op(ctx, g, grads)
-            if not retain_graph:
-                ctx.free()
-
-
-def _backward_op(ctx: Function, gy: np.ndarray, grads: dict[int, np.ndarray]) -> None:
-    """Run one op's backward and add its input gradients to ``grads`` (a function of its
-    own, so that its locals, inputs included, are released when it returns)."""
-    gxs = ctx.backward(gy)
-    if not isinstance(gxs, tuple):
-        gxs = (gxs,)
-    for hook in _backward_hooks:
-        hook(ctx, gxs)
-    for parent, need, gx in zip(ctx.parents, ctx.needs_input_grad, gxs, strict=True):
-        if not need or gx is None:
-            continue
-        gx = unbroadcast(gx, parent.shape)
-        if gx.dtype != parent.dtype:
-            gx = gx.astype(parent.dtype)
-        prev = grads.get(id(parent))
-        grads[id(parent)] = gx if prev is None else prev + gx
-
-
-def _accumulate_leaf(leaf: Tensor, g: np.ndarray) -> None:
-    """PyTorch semantics: the first gradient is copied in, later ones are added in place."""
-    if leaf.grad is None:
-        leaf.grad = workspace.empty(leaf.shape, leaf.dtype)
-        np.copyto(leaf.grad, g, casting="unsafe")
-    else:
-        np.add(leaf.grad, g, out=leaf.grad)
-
-
-@contextmanager
-def _hooks(
-    creation: Callable[..., None] | None = None, backward_hook: Callable[..., None] | None = None
-) -> Iterator[None]:
-    """Install engine hooks for the duration of a ``with`` block."""
-    if creation is not None:
-        _creation_hooks.append(creation)
-    if backward_hook is not None:
-        _backward_hooks.append(backward_hook)
-    try:
-        yield
-    finally:
-        if creation is not None:
-            _creation_hooks.remove(creation)
-        if backward_hook is not None:
-            _backward_hooks.remove(backward_hook)

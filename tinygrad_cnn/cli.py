@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
+import re
 import sys
 from pathlib import Path
 
@@ -28,18 +31,63 @@ def _positive(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite positive number, got {text}")
     return value
+
+
+_INIT_NAMES = ("he", "relu", "xavier", "sigmoid")
 
 
 def _init(text: str) -> float | str:
     """``--init``: 'he', 'xavier' (or their aliases) or a number (the std, e.g. the book's 0.01)."""
+    if text.lower() in _INIT_NAMES:
+        return text.lower()
     try:
-        return float(text)
-    except ValueError:
-        return text
+        return _positive_float(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be {', '.join(_INIT_NAMES)} or a finite positive std, got {text!r}"
+        ) from None
+
+
+#: Training options a checkpoint records, with their defaults for a fresh run.
+TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 0.001, "batch_size": 100, "seed": 0, "init": "he"}
+
+
+def _resume_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict, list[str]]:
+    """Options for a resumed run: the checkpoint's, except an explicit ``--lr`` (said so).
+
+    An explicit option that contradicts what the checkpoint continues is refused.
+    """
+    from .train import checkpoint_config
+
+    saved = checkpoint_config(checkpoint)
+    given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
+    if "init" in given:
+        raise ValueError(
+            f"--init {given['init']} does nothing with --resume: the weights come from {checkpoint}"
+        )
+    for key in ("optimizer", "batch_size", "seed"):
+        if key in given and key in saved and given[key] != saved[key]:
+            flag = "--" + key.replace("_", "-")
+            raise ValueError(
+                f"{flag} {given[key]} conflicts with {checkpoint}, which was trained with "
+                f"{flag} {saved[key]}; drop {flag} to continue it, or start a new --out"
+            )
+    settings = {**TRAIN_DEFAULTS, **{k: v for k, v in saved.items() if k in TRAIN_DEFAULTS}}
+    settings.update((k, v) for k, v in given.items())
+    settings["lr"] = given.get("lr")  # None: keep the checkpoint's
+    if "seed" not in saved:  # a checkpoint of an earlier version: its seed is unknown
+        settings["seed"] = None
+    notes = []
+    if "lr" in given and "lr" in saved and given["lr"] != saved["lr"]:
+        notes.append(f"lr {given['lr']} replaces the checkpoint's {saved['lr']}")
+    return settings, notes
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -52,25 +100,38 @@ def cmd_train(args: argparse.Namespace) -> int:
     checkpoint = out / "checkpoint.npz"
     if args.resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+    if args.resume:
+        settings, notes = _resume_settings(args, checkpoint)
+    else:
+        given = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
+        settings, notes = {k: given[k] if given[k] is not None else v
+                           for k, v in TRAIN_DEFAULTS.items()}, []  # fmt: skip
     (x_train, t_train), (x_test, t_test) = _load(args.dataset, args.data_dir)
     if args.limit:
         x_train, t_train = x_train[: args.limit], t_train[: args.limit]
-    print(
-        f"training SimpleConvNet on {args.dataset} MNIST: {len(x_train):,} train / "
-        f"{len(x_test):,} test images, {args.epochs} epochs, batch {args.batch_size}, "
-        f"{args.optimizer} lr={args.lr}, init {args.init}, seed {args.seed}",
-        flush=True,
-    )
-    net = SimpleConvNet(weight_init_std=_init(args.init), seed=args.seed)
+    net = SimpleConvNet(weight_init_std=settings["init"], seed=settings["seed"])
+    lr = settings["lr"] or TRAIN_DEFAULTS["lr"]  # on resume, the checkpoint's replaces it
     trainer = Trainer(
         net, x_train, t_train, x_test, t_test,
-        epochs=args.epochs, mini_batch_size=args.batch_size, optimizer=args.optimizer,
-        optimizer_param={"lr": args.lr}, progress=not args.quiet, seed=args.seed,
-        checkpoint=checkpoint,
+        epochs=args.epochs, mini_batch_size=settings["batch_size"],
+        optimizer=settings["optimizer"], optimizer_param={"lr": lr},
+        progress=not args.quiet, seed=settings["seed"], checkpoint=checkpoint,
     )  # fmt: skip
     if args.resume:
         trainer.load_checkpoint(checkpoint)
-        print(f"resumed from {checkpoint} after epoch {trainer.epoch}", flush=True)
+        if settings["lr"] is not None:
+            trainer.optimizer.lr = settings["lr"]  # the explicit --lr, announced below
+    start = f"resumed from {checkpoint} after epoch {trainer.epoch}" if args.resume else ""
+    seed = "of the checkpoint" if settings["seed"] is None else settings["seed"]
+    print(
+        f"training SimpleConvNet on {args.dataset} MNIST: {len(x_train):,} train / "
+        f"{len(x_test):,} test images, {args.epochs} epochs, batch {settings['batch_size']}, "
+        f"{settings['optimizer']} lr={trainer.optimizer.lr}, "
+        + (start if args.resume else f"init {settings['init']}")
+        + f", seed {seed}"
+        + "".join(f"; {note}" for note in notes),
+        flush=True,
+    )
     history = trainer.train()
     out.mkdir(parents=True, exist_ok=True)
     net.save_params(out / "params.npz")
@@ -80,7 +141,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         json.dump(history, f, indent=1)
     written = ["params.npz", "history.json", "checkpoint.npz"]
     written += _plot_accuracy(history, out / "accuracy.png")
-    written += _graph(net, x_train[: args.batch_size], t_train[: args.batch_size], out)
+    n = settings["batch_size"]
+    written += _graph(net, x_train[:n], t_train[:n], out)
     seconds = sum(history["epoch_seconds"])
     print(
         f"final test accuracy {history['test_acc'][-1]:.4f} after {trainer.epoch} epochs "
@@ -131,6 +193,7 @@ def _graph(net, x: np.ndarray, t: np.ndarray, out: Path) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .models import accuracy
     from .nn import SimpleConvNet, predict_classes
 
     params = Path(args.params)
@@ -139,10 +202,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     _, (x_test, t_test) = _load(args.dataset, args.data_dir)
     net = SimpleConvNet()
     net.load_params(params)
-    pred = predict_classes(net, x_test)
+    acc = accuracy(net, x_test, t_test)
     confusion = np.zeros((10, 10), dtype=np.int64)
-    np.add.at(confusion, (t_test, pred), 1)
-    acc = np.trace(confusion) / len(t_test)
+    np.add.at(confusion, (t_test, predict_classes(net, x_test)), 1)
     print(f"test accuracy {acc:.4f} ({int(np.trace(confusion))}/{len(t_test)}) on {args.dataset}")
     print("confusion matrix (rows: true digit, columns: predicted)")
     print("      " + "".join(f"{j:>6}" for j in range(10)))
@@ -151,17 +213,53 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_graph(args: argparse.Namespace) -> int:
-    from .viz import graph_command
+def _demo_loss(model: str = "simpleconvnet", params: str | None = None):
+    """(network, loss) of SimpleConvNet (seed 0, or ``params``) on 100 bundled images."""
+    from .data import load_mnist_mini
+    from .nn import SimpleConvNet
 
-    graph_command(args.out, grads=args.grads, model=args.model)
+    if model != "simpleconvnet":
+        raise ValueError(f"unknown model {model!r}; available: simpleconvnet")
+    net = SimpleConvNet(seed=0)
+    if params is not None:
+        if not Path(params).is_file():
+            raise FileNotFoundError(f"--params: no such file {params}")
+        net.load_params(params)
+    (x, t), _ = load_mnist_mini()
+    return net, net.loss(x[:100], t[:100])
+
+
+def _describe(params: str | None) -> str:
+    return f"SimpleConvNet ({params or 'seed 0'}) on 100 mini-MNIST images"
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from .viz import draw_graph, render_graph
+
+    _, loss = _demo_loss(args.model, args.params)
+    if args.grads:
+        loss.backward(retain_graph=True)
+    path = render_graph(loss, args.out, show_grads=args.grads)
+    source = draw_graph(loss, show_grads=args.grads).source
+    nodes = len(re.findall(r"^\s*n\d+ \[", source, flags=re.M))
+    edges = len(re.findall(r"^\s*n\d+ -> n\d+", source, flags=re.M))
+    print(
+        f"wrote {path}: loss graph of {_describe(args.params)}, {nodes} nodes, {edges} edges "
+        f"(loss {loss.item():.4f})"
+    )
     return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
-    from .audit import audit_command
+    from .audit import audit_graph
 
-    return audit_command()
+    _, loss = _demo_loss(params=args.params)
+    report = audit_graph(loss)
+    print(f"gradient audit of {_describe(args.params)}, float64")
+    print(report)
+    if args.out:
+        print(f"wrote {report.render(args.out)} (failing ops in red)")
+    return 0 if report.ok else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -179,15 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-dir", help="folder with the MNIST IDX files (for --dataset mnist)")
     p.add_argument("--epochs", type=_positive, default=20)
-    p.add_argument("--batch-size", type=_positive, default=100)
-    p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, default="adam")
-    p.add_argument("--lr", type=_positive_float, default=0.001)
+    # Options a checkpoint records default to None, so --resume can tell which were given.
+    p.add_argument("--batch-size", type=_positive, help="default 100")
+    p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, help="default adam")
+    p.add_argument(
+        "--lr", type=_positive_float, help="default 0.001; with --resume, replaces the saved one"
+    )
     p.add_argument(
         "--init",
-        default="he",
+        type=_init,
         help="weight init: he (default), xavier, or a std such as the book's 0.01",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, help="default 0")
     p.add_argument("--out", default="runs/simpleconvnet", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--quiet", action="store_true", help="no progress bar (per-epoch lines stay)")
@@ -202,16 +303,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("graph", help="render the SimpleConvNet loss graph")
     p.add_argument("--model", choices=["simpleconvnet"], default="simpleconvnet")
+    p.add_argument("--params", help="draw a trained network: params.npz (or the book's .pkl)")
     p.add_argument("--grads", action="store_true", help="annotate gradient norms")
     p.add_argument("--out", default="graph.svg", help=".svg, .png, .pdf or .dot")
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("audit", help="check every op's backward in a SimpleConvNet graph")
+    p.add_argument("--params", help="audit a trained network: params.npz (or the book's .pkl)")
+    p.add_argument("--out", help="also draw the graph with failing ops in red (.svg, .dot, ...)")
     p.set_defaults(func=cmd_audit)
     return parser  # fmt: skip
 
 
+def _never_fail_on_encoding() -> None:
+    """Print paths and messages even where the terminal's encoding cannot show them."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper) and stream.errors == "strict":
+            try:
+                stream.reconfigure(errors="backslashreplace")
+            except (ValueError, OSError):  # closed, or a stream that cannot change
+                pass
+
+
 def main(argv: list[str] | None = None) -> int:
+    _never_fail_on_encoding()
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)

@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import logging
 import os
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
@@ -51,6 +52,13 @@ MD5_GZ: dict[str, str] = {
     TEST_IMAGES: "9fb629c4189551a2d022fa330f9573f3",
     TEST_LABELS: "ec29112dd5afa0611ce80d1b7f02629c",
 }
+#: Size in bytes of the official ``.gz`` downloads: a download is cut off past it.
+SIZE_GZ: dict[str, int] = {
+    TRAIN_IMAGES: 9_912_422,
+    TRAIN_LABELS: 28_881,
+    TEST_IMAGES: 1_648_877,
+    TEST_LABELS: 4_542,
+}
 #: sha256 of the decompressed IDX files (checked on every load; any gzip copy passes).
 SHA256_PAYLOAD: dict[str, str] = {
     TRAIN_IMAGES: "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
@@ -87,8 +95,38 @@ def _find(root: Path, name: str) -> Path | None:
     return None
 
 
+def _fetch(url: str, f: Any, name: str, timeout: float, deadline: float) -> None:
+    """Stream ``url`` into ``f``, at most ``SIZE_GZ[name]`` bytes within ``deadline`` seconds."""
+    limit, md5 = SIZE_GZ[name], hashlib.md5(usedforsecurity=False)
+    end = time.monotonic() + deadline
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        declared = resp.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise ValueError(
+                f"the server announces {int(declared):,} bytes, larger than the expected {limit:,}"
+            )
+        size = 0
+        # read1 returns what one socket read brings, so a slow drip meets the deadline check
+        while chunk := resp.read1(min(1 << 20, limit + 1 - size)):
+            size += len(chunk)
+            if size > limit:
+                raise ValueError(f"the body is larger than the expected {limit:,} bytes")
+            md5.update(chunk)
+            f.write(chunk)
+            if time.monotonic() > end:
+                raise ValueError(f"not complete after the {deadline:g} s deadline ({size:,} bytes)")
+    if md5.hexdigest() != MD5_GZ[name]:
+        raise ValueError(f"md5 mismatch: got {md5.hexdigest()}, expected {MD5_GZ[name]}")
+
+
 def _download(
-    name: str, root: Path, mirrors: Sequence[str], dead: set[str], timeout: float, errors: list[str]
+    name: str,
+    root: Path,
+    mirrors: Sequence[str],
+    dead: set[str],
+    timeout: float,
+    deadline: float,
+    errors: list[str],
 ) -> Path | None:
     """Fetch ``name.gz`` from the first mirror that serves it intact; None if none does."""
     dest = root / f"{name}.gz"
@@ -99,15 +137,8 @@ def _download(
         url += dest.name
         try:
             log.info("downloading %s", url)
-            with atomic_write(dest) as f, urllib.request.urlopen(url, timeout=timeout) as resp:
-                md5 = hashlib.md5(usedforsecurity=False)
-                while chunk := resp.read(1 << 20):
-                    md5.update(chunk)
-                    f.write(chunk)
-                if md5.hexdigest() != MD5_GZ[name]:
-                    raise ValueError(
-                        f"md5 mismatch: got {md5.hexdigest()}, expected {MD5_GZ[name]}"
-                    )
+            with atomic_write(dest) as f:
+                _fetch(url, f, name, timeout, deadline)
             return dest
         except urllib.error.HTTPError as exc:
             errors.append(f"{url}: {exc}")
@@ -151,6 +182,7 @@ def load_mnist(
     *,
     mirrors: Sequence[str] | None = None,
     timeout: float = 30.0,
+    deadline: float = 600.0,
 ) -> tuple[Split, Split]:
     """Load MNIST like the book's ``dataset.mnist.load_mnist``.
 
@@ -170,6 +202,9 @@ def load_mnist(
         ``"mini"`` returns the bundled 10,000/2,000 subset (see :func:`load_mnist_mini`).
     mirrors : sequence of str, optional
         Base URLs to try in order (default :data:`MIRRORS`).
+    timeout, deadline : float
+        Seconds one network read may wait, and seconds one file's whole download may take.
+        A body larger than the official file (:data:`SIZE_GZ`) is cut off too.
 
     Returns
     -------
@@ -186,7 +221,7 @@ def load_mnist(
         dead: set[str] = set()
         mirrors = MIRRORS if mirrors is None else mirrors
         for name in [n for n in FILES if paths[n] is None]:
-            paths[name] = _download(name, root, mirrors, dead, timeout, errors)
+            paths[name] = _download(name, root, mirrors, dead, timeout, deadline, errors)
     missing = [name for name in FILES if paths[name] is None]
     if missing:
         tried = "\n".join(f"  {e}" for e in errors) or "  (download=False, nothing tried)"
@@ -303,7 +338,27 @@ class BatchIterator:
         return {"bit_generator": self.rng.bit_generator.state, "batches_done": 0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`; the next epoch resumes exactly where it left off."""
-        self.rng.bit_generator.state = copy.deepcopy(state["bit_generator"])
-        self._skip = int(state.get("batches_done", 0))
+        """Restore a :meth:`state_dict`; the next epoch resumes exactly where it left off.
+
+        The state is checked first (``ValueError`` naming the problem); nothing changes if
+        it is bad.
+        """
+        if not isinstance(state, dict) or "bit_generator" not in state:
+            raise ValueError("BatchIterator.load_state_dict: state needs a 'bit_generator' entry")
+        done = state.get("batches_done", 0)
+        if type(done) is not int or not 0 <= done <= len(self):
+            raise ValueError(
+                f"BatchIterator.load_state_dict: batches_done must be an int in [0, {len(self)}], "
+                f"got {done!r}"
+            )
+        probe = type(self.rng.bit_generator)()
+        try:
+            probe.state = copy.deepcopy(state["bit_generator"])
+        except (ValueError, TypeError, KeyError) as e:
+            raise ValueError(
+                f"BatchIterator.load_state_dict: bad generator state for "
+                f"{type(probe).__name__} ({type(e).__name__}: {e})"
+            ) from None
+        self.rng.bit_generator.state = probe.state
+        self._skip = done
         self._epoch_state, self._done = None, 0

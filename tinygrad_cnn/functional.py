@@ -7,6 +7,7 @@ returns a Tensor recorded in the graph when any input requires grad.
 from __future__ import annotations
 
 import builtins
+import math
 from typing import Any
 
 import numpy as np
@@ -160,13 +161,13 @@ def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # 
     Tensor, S without (or with length-1) reduced axes; shape () for ``axis=None``.
     """
     x = as_tensor(x)
-    return _shape.Sum.apply(x, axis=_shape._normalize_axes(axis, x.ndim, "sum"), keepdims=keepdims)
+    return _shape.Sum.apply(x, axis=_shape.normalize_axes(axis, x.ndim, "sum"), keepdims=keepdims)
 
 
 def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axes; same arguments and shapes as :func:`sum`."""
     x = as_tensor(x)
-    axes = _shape._normalize_axes(axis, x.ndim, "mean")
+    axes = _shape.normalize_axes(axis, x.ndim, "mean")
     return _shape.Mean.apply(x, axis=axes, keepdims=keepdims)
 
 
@@ -235,12 +236,14 @@ def flatten(x: TensorLike, start_dim: int = 1) -> Tensor:
 
     Returns
     -------
-    Tensor, shape (N, C*H*W) for the default ``start_dim=1``.
+    Tensor, shape (N, C*H*W) for the default ``start_dim=1``; also for an empty batch N = 0.
     """
     x = as_tensor(x)
     if not 0 <= start_dim < builtins.max(x.ndim, 1):
         raise ValueError(f"flatten: start_dim {start_dim} out of range for shape {x.shape}")
-    return reshape(x, x.shape[:start_dim] + (-1,))
+    # (d0, ..., dk) -> (d0, ..., d[start_dim-1], product of the rest); the size is spelled
+    # out, not -1, which NumPy cannot resolve when the array is empty
+    return reshape(x, x.shape[:start_dim] + (math.prod(x.shape[start_dim:]),))
 
 
 def getitem(x: TensorLike, index: Any) -> Tensor:
@@ -364,7 +367,7 @@ def _one_axis(x: TensorLike, axis: Any, op: str) -> tuple[Tensor, int]:
     x = as_tensor(x)
     if not isinstance(axis, int | np.integer):
         raise TypeError(f"{op}: axis must be one int, got {axis!r}")
-    (axis,) = _shape._normalize_axes(axis, x.ndim, op)
+    (axis,) = _shape.normalize_axes(axis, x.ndim, op)
     return x, axis
 
 
@@ -411,6 +414,13 @@ def softmax_cross_entropy(logits: TensorLike, labels: TensorLike) -> Tensor:
     Returns
     -------
     Tensor, shape () — the mean loss over the batch.
+
+    Raises
+    ------
+    TypeError
+        For integer logits (cast them to float first, as PyTorch requires too).
+    ValueError
+        For an empty batch (N = 0): the mean over no samples is undefined.
     """
     if isinstance(labels, np.ndarray | list):
         labels = Tensor(np.asarray(labels))

@@ -12,7 +12,10 @@ import gzip
 import math
 import os
 import pickle
+import re
+import stat
 import tempfile
+import time
 import zipfile
 import zlib
 from collections.abc import Iterator, Mapping
@@ -22,9 +25,17 @@ from typing import IO, Any
 
 import numpy as np
 
-__all__ = ["atomic_write", "save_npz", "load_npz", "load_book_pickle", "read_idx"]
+__all__ = [
+    "atomic_write", "save_npz", "load_npz", "npz_info", "check_state_dict", "load_book_pickle",
+    "read_idx", "MAX_LOAD_BYTES",
+]  # fmt: skip
 
 PathLike = str | os.PathLike
+
+#: Default cap on the bytes ``load_npz`` and ``load_book_pickle`` will allocate for one file.
+MAX_LOAD_BYTES = 1 << 30
+#: A temp file of ours whose writer is gone (or, without a PID in its name, this old) is stale.
+STALE_TMP_SECONDS = 60.0
 
 # Read once at import: os.umask can only be queried by setting it, which is not thread-safe.
 _UMASK = os.umask(0)
@@ -39,15 +50,17 @@ def _missing(path: Path, what: str = "file") -> FileNotFoundError:
 def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open ``path`` for writing so that it is replaced atomically on success.
 
-    Data goes to a temporary file in the same directory, which is flushed, fsynced and
-    then moved onto ``path`` with :func:`os.replace`. If the ``with`` block raises, the
-    temporary file is deleted and any existing file at ``path`` is left untouched.
-    Missing parent directories are created.
+    Data goes to a temporary file ``.<name>.<pid>.<random>.tmp`` in the same directory,
+    which is flushed, fsynced and then moved onto ``path`` with :func:`os.replace`. If the
+    ``with`` block raises, the temporary file is deleted and any existing file at ``path`` is
+    left untouched. Missing parent directories are created. Temporary files of this naming
+    for the same ``path`` left behind by a killed writer are removed first.
 
     Parameters
     ----------
     path : str or os.PathLike
-        Destination file.
+        Destination: a new path or an existing regular file (a directory, device, FIFO or
+        socket is refused with ``ValueError``, never replaced).
     mode : {"wb", "w", "wt"}
         Binary or text write mode.
     encoding : str, optional
@@ -65,10 +78,19 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
     try:
-        perms = path.stat().st_mode & 0o7777
+        st = path.stat()
     except FileNotFoundError:
         perms = 0o666 & ~_UMASK
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    else:
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(
+                f"atomic_write: refusing to replace {path}: it exists and is not a regular file "
+                f"(it is a {_file_kind(st.st_mode)})"
+            )
+        perms = st.st_mode & 0o7777
+    remove_stale_temp_files(path)
+    prefix = f".{path.name}.{os.getpid()}."
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f
@@ -83,6 +105,69 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
             pass
         raise
     _fsync_dir(path.parent)
+
+
+def _file_kind(mode: int) -> str:
+    kinds = (
+        (stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"),
+        (stat.S_ISBLK, "block device"), (stat.S_ISFIFO, "FIFO"), (stat.S_ISSOCK, "socket"),
+    )  # fmt: skip
+    return next((name for test, name in kinds if test(mode)), "special file")
+
+
+def _pid_alive(pid: int) -> bool:
+    if os.name != "posix":
+        return True  # cannot tell cheaply: rely on the age rule
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def remove_stale_temp_files(path: PathLike, max_age: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Delete temporary files that :func:`atomic_write` left for ``path`` when killed.
+
+    Only regular files named ``.<name>.<pid>.<random>.tmp`` whose writer process is gone, or
+    ``.<name>.<random>.tmp`` (the name of earlier versions, no PID) older than ``max_age``
+    seconds, are removed; anything else is kept. Best effort: errors are ignored.
+
+    Returns
+    -------
+    list[Path]
+        The files removed.
+    """
+    path = Path(path)
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(?:(\d+)\.)?[a-z0-9_]{{8}}\.tmp")
+    removed = []
+    now = time.time()
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = pattern.fullmatch(entry.name)
+        if match is None:
+            continue
+        try:
+            st = entry.stat(follow_symlinks=False)
+            if not stat.S_ISREG(st.st_mode):
+                continue
+            pid, age = match.group(1), now - st.st_mtime
+            if pid is None:
+                stale = age > max_age
+            elif int(pid) == os.getpid():
+                stale = False  # another thread of this process may be writing it
+            else:  # a day-old file of a live PID is from a recycled PID
+                stale = not _pid_alive(int(pid)) or age > 86400.0
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue
+    return removed
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -124,13 +209,93 @@ def save_npz(path: PathLike, arrays: Mapping[str, np.ndarray], compressed: bool 
         writer(f, **clean)
 
 
-def load_npz(path: PathLike) -> dict[str, np.ndarray]:
+ArrayInfo = tuple[tuple[int, ...], np.dtype]
+
+
+def _scan_npz(path: Path, max_bytes: int) -> dict[str, tuple[zipfile.ZipInfo, ArrayInfo]]:
+    """Read every member's ``.npy`` header (never its data) and check it against the zip."""
+    if not path.is_file():
+        raise _missing(path, ".npz file")
+    found: dict[str, tuple[zipfile.ZipInfo, ArrayInfo]] = {}
+    total = 0
+    try:
+        with open(path, "rb") as f:
+            if f.read(6) == b"\x93NUMPY":
+                raise ValueError("it is a single .npy array, not an .npz archive")
+        with zipfile.ZipFile(path) as zf:
+            for info in zf.infolist():
+                key = info.filename[:-4] if info.filename.endswith(".npy") else None
+                if key is None or key in found:
+                    what = "duplicate" if key else "a non-.npy"
+                    raise ValueError(f"it holds {what} member {info.filename!r}")
+                with zf.open(info) as member:
+                    version = np.lib.format.read_magic(member)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(member)
+                    elif version == (2, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(member)
+                    else:
+                        raise ValueError(f"member {key!r} has unsupported .npy version {version}")
+                    header = member.tell()
+                if dtype.hasobject:
+                    raise ValueError(f"array {key!r} has object dtype (pickled data is refused)")
+                nbytes = math.prod(shape) * dtype.itemsize
+                if header + nbytes != info.file_size:
+                    raise ValueError(
+                        f"array {key!r}: its header declares shape {shape} {dtype} "
+                        f"({nbytes:,} bytes) but the archive member holds "
+                        f"{info.file_size - header:,} bytes"
+                    )
+                total += nbytes
+                if total > max_bytes:
+                    raise ValueError(
+                        f"its arrays need more than {max_bytes:,} bytes (array {key!r} is "
+                        f"{shape} {dtype}); refusing to load it (raise max_bytes if it is trusted)"
+                    )
+                found[key] = (info, (tuple(shape), dtype))
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(
+            f"cannot load {path}: not a valid .npz archive of plain arrays "
+            f"(object/pickled arrays are refused): {exc}"
+        ) from exc
+    return found
+
+
+def npz_info(path: PathLike, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, ArrayInfo]:
+    """Names, shapes and dtypes of the arrays in an ``.npz``, from their headers only.
+
+    No array data is read, so a crafted archive (a header claiming terabytes, a zip bomb)
+    costs nothing; the same checks as :func:`load_npz` apply.
+
+    Returns
+    -------
+    dict[str, tuple[tuple[int, ...], np.dtype]]
+        ``{name: (shape, dtype)}`` in archive order.
+    """
+    return {key: meta for key, (_, meta) in _scan_npz(Path(path), max_bytes).items()}
+
+
+def load_npz(
+    path: PathLike,
+    expected: Mapping[str, tuple[int, ...] | None] | None = None,
+    max_bytes: int = MAX_LOAD_BYTES,
+) -> dict[str, np.ndarray]:
     """Load every array of an ``.npz`` archive, refusing pickled (object) data.
+
+    Every member's ``.npy`` header is checked before any data is read: its name, its shape
+    against ``expected``, its declared size against the zip entry and the total against
+    ``max_bytes``.
 
     Parameters
     ----------
     path : str or os.PathLike
         An archive written by :func:`save_npz` or :func:`numpy.savez`.
+    expected : Mapping[str, tuple or None], optional
+        The exact names the archive must hold, each with its shape (None: any shape).
+    max_bytes : int
+        Most bytes all arrays together may take in memory.
 
     Returns
     -------
@@ -138,19 +303,85 @@ def load_npz(path: PathLike) -> dict[str, np.ndarray]:
         The arrays by name, fully read into memory.
     """
     path = Path(path)
-    if not path.is_file():
-        raise _missing(path, ".npz file")
+    members = _scan_npz(path, max_bytes)
+    if expected is not None:
+        missing = [k for k in expected if k not in members]
+        extra = [k for k in members if k not in expected]
+        if missing or extra:
+            raise ValueError(
+                f"{path}: missing arrays {missing}, unexpected arrays {extra}; nothing was read"
+            )
+        for key, shape in expected.items():
+            found = members[key][1][0]
+            if shape is not None and found != tuple(shape):
+                raise ValueError(f"{path}: array {key!r} has shape {found}, expected {shape}")
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("it is a single .npy array, not an .npz archive")
-        with archive:
-            return {key: archive[key] for key in archive.files}
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise ValueError(
-            f"cannot load {path}: not a valid .npz archive of plain arrays "
-            f"(object/pickled arrays are refused): {exc}"
-        ) from exc
+        with zipfile.ZipFile(path) as zf:
+            out = {}
+            for key, (info, _) in members.items():
+                with zf.open(info) as member:
+                    out[key] = np.lib.format.read_array(member, allow_pickle=False)
+            return out
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise ValueError(f"cannot load {path}: damaged .npz archive: {exc}") from exc
+
+
+def check_state_dict(
+    params: Mapping[str, np.ndarray], state: Mapping[str, Any], strict: bool = True,
+    who: str = "load_state_dict",
+) -> dict[str, np.ndarray]:  # fmt: skip
+    """Validate every entry of ``state`` against ``params`` and return them ready to copy.
+
+    Nothing is changed here: callers copy the returned arrays in only after this succeeds,
+    which makes loading all-or-nothing.
+
+    Parameters
+    ----------
+    params : Mapping[str, np.ndarray]
+        The target arrays by name (e.g. ``{name: p.data}`` of a module).
+    state : Mapping[str, array_like]
+        Arrays to load; each must have its parameter's shape and a real numeric dtype
+        (bool, integer or floating; not complex, strings, structured or object).
+    strict : bool
+        Refuse missing and unexpected names (otherwise load only the names present).
+    who : str
+        Function named in error messages.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        New arrays cast to each parameter's dtype, for the names present in ``state``.
+    """
+    missing = [k for k in params if k not in state]
+    extra = [k for k in state if k not in params]
+    if strict and (missing or extra):
+        raise ValueError(f"{who}: missing parameters {missing}, unexpected entries {extra}")
+    out = {}
+    for name, target in params.items():
+        if name not in state:
+            continue
+        value = state[name]
+        try:
+            arr = np.asarray(value)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{who}: entry {name!r} is not an array ({exc})") from None
+        if arr.dtype.kind not in "biuf":
+            raise ValueError(
+                f"{who}: entry {name!r} has dtype {arr.dtype}; a real numeric array is needed"
+            )
+        if arr.shape != target.shape:
+            raise ValueError(
+                f"{who}: {name} has shape {arr.shape} in the state, but the parameter has "
+                f"shape {target.shape}"
+            )
+        with np.errstate(over="ignore", invalid="ignore"):
+            cast = arr.astype(target.dtype)
+        if np.isfinite(arr).all() and not np.isfinite(cast).all():
+            raise ValueError(
+                f"{who}: entry {name!r} ({arr.dtype}) overflows the parameter's {target.dtype}"
+            )
+        out[name] = cast
+    return out
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -160,15 +391,57 @@ def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
     return text.encode("latin1")
 
 
-def _allowed_globals() -> dict[tuple[str, str], Any]:
-    # Take the reconstructors from NumPy itself instead of importing private module paths.
-    reconstruct = np.zeros(1).__reduce__()[0]
-    frombuffer = np.zeros(1).__reduce_ex__(5)[0]
+class _Budget:
+    """Bytes the arrays of one unpickling may still allocate; charged before allocating."""
+
+    def __init__(self, path: Path, max_bytes: int) -> None:
+        self.path, self.max_bytes, self.left = path, max_bytes, max_bytes
+
+    def charge(self, shape: Any, dtype: Any) -> None:
+        try:
+            dims = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)
+            itemsize = np.dtype(dtype).itemsize
+        except (TypeError, ValueError) as exc:
+            raise pickle.UnpicklingError(f"bad array shape or dtype ({exc})") from None
+        if any(d < 0 for d in dims):
+            raise pickle.UnpicklingError(f"negative array shape {dims}")
+        nbytes = math.prod(dims) * itemsize
+        if nbytes > self.left:
+            raise _TooBig(
+                f"refusing to unpickle {self.path}: its arrays need more than "
+                f"{self.max_bytes:,} bytes (one is {dims} of {itemsize}-byte items)"
+            )
+        self.left -= nbytes
+
+
+def _allowed_globals(budget: _Budget) -> dict[tuple[str, str], Any]:
+    # Arrays are built as a private ndarray subclass whose construction and __setstate__
+    # charge the budget before NumPy allocates; the caller turns them into plain ndarrays.
+    class Capped(np.ndarray):
+        def __new__(cls, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> Capped:
+            budget.charge(shape, dtype)
+            return super().__new__(cls, shape, dtype, *args, **kwargs)
+
+        def __setstate__(self, state: Any) -> None:
+            if not isinstance(state, tuple) or len(state) not in (4, 5):
+                raise pickle.UnpicklingError("bad ndarray state")
+            budget.charge(state[-4], state[-3])
+            super().__setstate__(state)
+
+    def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Capped:
+        if subtype is not Capped:
+            raise pickle.UnpicklingError("_reconstruct is only allowed for numpy.ndarray")
+        return Capped(shape, dtype)
+
+    def frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
+        budget.charge(shape, dtype)
+        return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
     allowed: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode}
     for mod in ("numpy.core", "numpy._core"):
         allowed[(f"{mod}.multiarray", "_reconstruct")] = reconstruct
         allowed[(f"{mod}.numeric", "_frombuffer")] = frombuffer
-    allowed[("numpy", "ndarray")] = np.ndarray
+    allowed[("numpy", "ndarray")] = Capped
     allowed[("numpy", "dtype")] = np.dtype
     return allowed
 
@@ -177,13 +450,17 @@ class _RefusedGlobal(ValueError):
     pass
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals NumPy arrays need."""
+class _TooBig(ValueError):
+    pass
 
-    def __init__(self, file: IO[bytes], path: Path) -> None:
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the globals NumPy arrays need, within a byte budget."""
+
+    def __init__(self, file: IO[bytes], path: Path, max_bytes: int) -> None:
         super().__init__(file, encoding="latin1")  # latin1 also reads Python 2 array pickles
         self._path = path
-        self._allowed = _allowed_globals()
+        self._allowed = _allowed_globals(_Budget(path, max_bytes))
 
     def find_class(self, module: str, name: str) -> Any:
         try:
@@ -196,18 +473,21 @@ class _ArrayUnpickler(pickle.Unpickler):
             ) from None
 
 
-def load_book_pickle(path: PathLike) -> dict[str, np.ndarray]:
+def load_book_pickle(path: PathLike, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, np.ndarray]:
     """Load a *Deep Learning from Scratch* parameter pickle without running its code.
 
     The file (e.g. the book's ``params.pkl``) must hold a dict of name -> ndarray such
     as ``W1, b1, W2, b2, W3, b3``. Unpickling goes through a restricted loader that can
     only build NumPy arrays, dtypes and built-in containers, so a crafted file cannot
-    call ``os.system``, ``eval`` or anything else.
+    call ``os.system``, ``eval`` or anything else, nor allocate more than ``max_bytes``
+    for its arrays (checked before each allocation).
 
     Parameters
     ----------
     path : str or os.PathLike
         The pickle file.
+    max_bytes : int
+        Most bytes all arrays together may take.
 
     Returns
     -------
@@ -219,8 +499,8 @@ def load_book_pickle(path: PathLike) -> dict[str, np.ndarray]:
         raise _missing(path, "pickle file")
     try:
         with open(path, "rb") as f:
-            obj = _ArrayUnpickler(f, path).load()
-    except _RefusedGlobal as exc:
+            obj = _ArrayUnpickler(f, path, max_bytes).load()
+    except (_RefusedGlobal, _TooBig) as exc:
         raise ValueError(str(exc)) from None
     except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
         raise ValueError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from exc
@@ -233,7 +513,7 @@ def load_book_pickle(path: PathLike) -> dict[str, np.ndarray]:
             )
         if value.dtype.hasobject:
             raise ValueError(f"{path}: array {key!r} has object dtype, which is refused")
-    return dict(obj)
+    return {key: value.view(np.ndarray) for key, value in obj.items()}
 
 
 _IDX_NDIM = {0x00000801: 1, 0x00000803: 3}  # type byte 0x08 (uint8): labels / images

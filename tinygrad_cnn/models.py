@@ -17,6 +17,24 @@ def _as_labels(t: Any) -> np.ndarray:
     return t.argmax(axis=1) if t.ndim == 2 else t
 
 
+def accuracy(net: Module, x: Any, t: Any, batch_size: int = 500) -> float:
+    """Fraction of the images ``x`` (N, C, H, W) whose predicted class is the label.
+
+    The one accuracy of the package (``SimpleConvNet.accuracy``, ``Trainer`` and the CLI
+    use it). ``t`` holds integer labels (N,) or one-hot rows (N, K); every sample counts,
+    the last short batch too. Runs in eval mode without a graph (see ``predict_classes``).
+    """
+    x = x.data if isinstance(x, Tensor) else np.asarray(x)
+    labels = _as_labels(t)
+    if labels.ndim != 1 or len(x) != len(labels):
+        raise ValueError(
+            f"accuracy: {len(x)} images but labels of shape {labels.shape}; need (N,) or (N, K)"
+        )
+    if len(x) == 0:
+        raise ValueError("accuracy: no samples")
+    return float(np.mean(predict_classes(net, x, batch_size) == labels))
+
+
 class SimpleConvNet(Module):
     """The book's network: conv - relu - pool - affine - relu - affine (- softmax in the loss).
 
@@ -80,14 +98,8 @@ class SimpleConvNet(Module):
         return F.softmax_cross_entropy(self.predict(x), t)
 
     def accuracy(self, x: Any, t: Any, batch_size: int = 100) -> float:
-        """Fraction of correct predictions over every sample (the last short batch counts)."""
-        x = x.data if isinstance(x, Tensor) else np.asarray(x)
-        labels = _as_labels(t)
-        if len(x) != len(labels):
-            raise ValueError(f"accuracy: {len(x)} images but {len(labels)} labels")
-        if len(x) == 0:
-            raise ValueError("accuracy: no samples")
-        return float(np.mean(predict_classes(self, x, batch_size) == labels))
+        """Fraction of correct predictions over every sample (see :func:`accuracy`)."""
+        return accuracy(self, x, t, batch_size)
 
     def gradient(self, x: Any, t: Any) -> dict[str, np.ndarray]:
         """Gradients of the loss by parameter name (``conv1.weight``, ...)."""
@@ -102,16 +114,21 @@ class SimpleConvNet(Module):
         save_npz(path, self.state_dict())
 
     def load_params(self, path: str) -> None:
-        """Load parameters from our ``.npz`` or from the book's ``params.pkl`` (W1 ... b3)."""
-        from .io import load_book_pickle, load_npz
+        """Load parameters from our ``.npz`` or from the book's ``params.pkl`` (W1 ... b3).
 
+        All or nothing: every entry's name, shape and dtype is checked (for an ``.npz``
+        from the headers, before any data is read) before any parameter changes.
+        """
+        from .io import check_state_dict, load_book_pickle, load_npz
+
+        params = {name: p.data for name, p in self.named_parameters()}
         if str(path).endswith(".pkl"):
             book = load_book_pickle(path)
-            names = [name for name, _ in self.named_parameters()]
             keys = ["W1", "b1", "W2", "b2", "W3", "b3"]
             if sorted(book) != sorted(keys):
                 raise ValueError(f"load_params: {path} has keys {sorted(book)}, expected {keys}")
-            state = {name: book[key] for name, key in zip(names, keys, strict=True)}
+            state = {name: book[key] for name, key in zip(params, keys, strict=True)}
         else:
-            state = load_npz(path)
-        self.load_state_dict(state)
+            state = load_npz(path, expected={name: a.shape for name, a in params.items()})
+        checked = check_state_dict(params, state, who=f"load_params({path})")
+        self.load_state_dict(checked)

@@ -5,14 +5,14 @@ Layers hold parameters and call ops from ``functional``; no layer has a hand-wri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from . import functional as F
 from . import parallel
-from .autograd import module_scope, no_grad
+from .autograd import RemovableHandle, module_scope, no_grad
 from .ops.conv import pair
 from .tensor import Tensor
 
@@ -54,6 +54,7 @@ class Module:
         object.__setattr__(self, "_modules", {})
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_scope_name", type(self).__name__)
+        object.__setattr__(self, "_forward_hooks", ())
 
     def __setattr__(self, key: str, value: Any) -> None:
         if "_params" not in self.__dict__:
@@ -130,11 +131,48 @@ class Module:
 
     # ---------------------------------------------------------------- calling
     def forward(self, *args: Any) -> Tensor:
-        raise NotImplementedError
+        hint = (
+            " (this class has predict(); rename it to forward)" if hasattr(self, "predict") else ""
+        )
+        raise NotImplementedError(
+            f"{type(self).__name__}: define forward(self, x) returning the output Tensor; "
+            f"calling the module runs it{hint}"
+        )
 
     def __call__(self, *args: Any) -> Tensor:
         with module_scope(self._scope_name):
-            return self.forward(*args)
+            out = self.forward(*args)
+        for hook in self._forward_hooks:
+            new = hook(self, args, out)
+            if new is not None:
+                out = new
+        return out
+
+    def register_forward_hook(
+        self, hook: Callable[[Module, tuple[Any, ...], Any], Any]
+    ) -> RemovableHandle:
+        """Call ``hook(module, inputs, output)`` after every call of this module.
+
+        A hook that returns a value replaces the output. Hooks run in the order registered,
+        in the calling thread. Returns a handle whose ``remove()`` takes the hook away.
+
+        Examples
+        --------
+        >>> acts = {}
+        >>> h = net.conv1.register_forward_hook(lambda m, xs, y: acts.update(conv1=y))
+        >>> h.remove()                                                   # doctest: +SKIP
+        """
+        if not callable(hook):
+            raise TypeError(
+                f"register_forward_hook: hook must be callable, got {type(hook).__name__}"
+            )
+        object.__setattr__(self, "_forward_hooks", (*self._forward_hooks, hook))
+
+        def remove() -> None:
+            kept = tuple(h for h in self._forward_hooks if h is not hook)
+            object.__setattr__(self, "_forward_hooks", kept)
+
+        return RemovableHandle(remove)
 
     def plot(self, x: Any, path: str, t: Any = None, **kwargs: Any) -> Any:
         """Render the graph of this module's output (or of ``loss(x, t)``) to ``path``."""
@@ -305,4 +343,10 @@ def predict_classes(net: Module, x: np.ndarray, batch_size: int = 500) -> np.nda
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 
-from .models import SimpleConvNet  # noqa: E402,F401  (kept importable from nn)
+def __getattr__(name: str) -> Any:
+    """``nn.SimpleConvNet`` still works; the network itself lives in ``models``."""
+    if name == "SimpleConvNet":
+        from .models import SimpleConvNet
+
+        return SimpleConvNet
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,7 +11,10 @@ AdamW); ``.grad`` itself is never modified.
 State arrays and one scratch buffer per parameter are allocated with the
 parameter's dtype on the first step that reaches it; updates then run through
 in-place ufuncs only, so float32 stays float32 and no full-size temporaries are
-made. Hyperparameters are kept and used as Python floats: a 0-d float64 array
+made. Parameters narrower than float32 (float16) keep their state in float32
+and are updated in float32, then rounded back: in float16 an ``eps`` such as
+Adam's 1e-8 underflows to 0, and ``0 / 0`` would turn every parameter whose
+gradient is zero into NaN. Hyperparameters are kept and used as Python floats: a 0-d float64 array
 would upcast float32 math under NumPy 2's promotion rules.
 """
 
@@ -56,6 +59,11 @@ def _hp(name: str, value: Any) -> float:
     return v
 
 
+def compute_dtype(dtype: Any) -> np.dtype:
+    """The dtype an optimizer keeps state and computes in for parameters of ``dtype``."""
+    return np.promote_types(dtype, np.float32)
+
+
 def _label(i: int, p: Any) -> str:
     name = getattr(p, "name", None)
     return f"parameter {i} ({name})" if name else f"parameter {i}"
@@ -88,12 +96,16 @@ class Optimizer:
         self.params: list[Any] = list(params)
         if not self.params:
             raise ValueError(f"{type(self).__name__} got an empty parameter list")
-        seen: dict[int, int] = {}
+        seen: dict[Any, int] = {}
         for i, p in enumerate(self.params):
             data = getattr(p, "data", None)
             if not isinstance(data, np.ndarray) or not np.issubdtype(data.dtype, np.floating):
                 raise TypeError(f"{_label(i, p)} needs a floating-point ndarray as .data")
-            for key in (id(p), id(data)):
+            # ``.data`` may be a fresh view on every access: compare the memory, not the object
+            address = ("data", data.__array_interface__["data"][0]) if data.size else None
+            for key in (id(p), address):
+                if key is None:
+                    continue
                 if key in seen:
                     j = seen[key]
                     raise ValueError(f"{_label(i, p)} duplicates {_label(j, self.params[j])}")
@@ -115,7 +127,7 @@ class Optimizer:
         st = self.state[i]
         if not st:
             w = self.params[i].data
-            st.update((s, np.zeros(w.shape, dtype=w.dtype)) for s in self.slots)
+            st.update((s, np.zeros(w.shape, dtype=compute_dtype(w.dtype))) for s in self.slots)
         return st
 
     def step(self) -> None:
@@ -129,16 +141,23 @@ class Optimizer:
                 raise ValueError(
                     f"{_label(i, p)}: grad is {g.shape} {g.dtype}, data is {w.shape} {w.dtype}"
                 )
+            ct = compute_dtype(w.dtype)
+            narrow = ct != w.dtype  # float16: update a float32 copy, then round back
+            wc = w.astype(ct) if narrow else w
             tmp = self._tmp[i]
             if tmp is None:
-                tmp = self._tmp[i] = np.empty_like(w)
+                tmp = self._tmp[i] = np.empty(w.shape, ct)
             if wd != 0.0:
                 if self._gbuf[i] is None:
-                    self._gbuf[i] = np.empty_like(w)
-                g = np.multiply(w, wd, out=self._gbuf[i])
+                    self._gbuf[i] = np.empty(w.shape, ct)
+                g = np.multiply(wc, wd, out=self._gbuf[i])
                 g += p.grad
+            elif narrow:
+                g = g.astype(ct)
             self._t[i] += 1
-            self._update_in_blocks(w, g, self._state(i), tmp, self._t[i])
+            self._update_in_blocks(wc, g, self._state(i), tmp, self._t[i])
+            if narrow:
+                np.copyto(w, wc, casting="same_kind")
         self.step_count += 1
 
     def _update_in_blocks(
@@ -184,7 +203,8 @@ class Optimizer:
             ``"weight_decay"``, ``"beta1"``, ...). Per parameter ``i``:
             ``"state.{i}.t"`` (int, updates applied to it) and
             ``"state.{i}.{slot}"`` (a copy of each state array, in the
-            parameter's shape and dtype; zeros if never updated).
+            parameter's shape and dtype, float32 for float16 parameters; zeros
+            if never updated).
         """
         d: dict[str, StateValue] = {"step": self.step_count}
         d.update((k, float(getattr(self, k))) for k in self.hyperparams)
@@ -236,14 +256,14 @@ class Optimizer:
         step = integer("step")
         arrays = {}
         for i, p in enumerate(self.params):
-            w = p.data
+            w, ct = p.data, compute_dtype(p.data.dtype)
             for s in self.slots:
                 key = f"state.{i}.{s}"
                 a = arrays[i, s] = np.asarray(state[key])
-                if a.shape != w.shape or a.dtype != w.dtype:
+                if a.shape != w.shape or a.dtype != ct:
                     raise ValueError(
                         f"state_dict entry {key!r} is {a.shape} {a.dtype}; "
-                        f"{_label(i, p)} needs {w.shape} {w.dtype}"
+                        f"{_label(i, p)} needs {w.shape} {ct}"
                     )
         for k, v in hyper.items():
             setattr(self, k, v)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import autograd
+from .autograd import RemovableHandle
+from .backprop import backward as _backward
+from .tracked import tracked_view
 
 if TYPE_CHECKING:
     from .autograd import Function
@@ -35,14 +38,15 @@ class Tensor:
     array([2., 4.], dtype=float32)
     """
 
-    __slots__ = ("data", "grad", "requires_grad", "name", "_ctx", "__weakref__")
+    __slots__ = ("_data", "_view", "grad", "requires_grad", "name", "_ctx", "_version",
+                 "_hooks", "__weakref__")  # fmt: skip
     # Make NumPy defer to our reflected operators: ``ndarray * Tensor`` gives a Tensor.
     __array_ufunc__ = None
     __hash__ = object.__hash__
 
     def __init__(self, data: Any, requires_grad: bool = False, name: str | None = None) -> None:
         if isinstance(data, Tensor):
-            data = data.data
+            data = data._data
         if isinstance(data, np.ndarray | np.generic):
             arr = np.asarray(data)
         else:  # Python scalars and (nested) lists
@@ -59,28 +63,50 @@ class Tensor:
             raise TypeError(
                 f"Tensor: only floating-point tensors can require grad, got dtype {arr.dtype}"
             )
-        self.data: np.ndarray = arr
+        self._data: np.ndarray = arr
+        self._view: np.ndarray | None = None  # what ``.data`` returns, made on first use
         self.grad: np.ndarray | None = None
         self.requires_grad = bool(requires_grad)
         self.name = name
         self._ctx: Function | None = None
+        self._version = [0]  # bumped by in-place writes through ``.data`` (see tracked.py)
+        self._hooks: _TensorHooks | None = None
+
+    @property
+    def data(self) -> np.ndarray:
+        """The values, as a view that counts in-place writes (see ``tinygrad_cnn.tracked``).
+
+        Backward refuses an op whose saved inputs were written since it ran, instead of
+        returning a silently wrong gradient.
+        """
+        if self._view is None:
+            self._view = tracked_view(self._data, self._version)
+        return self._view
+
+    @data.setter
+    def data(self, value: Any) -> None:
+        arr = value._data if isinstance(value, Tensor) else np.asarray(value)
+        if arr.dtype.kind not in "fiub":
+            raise TypeError(f"Tensor.data: unsupported dtype {arr.dtype}")
+        self._data = arr.view(np.ndarray) if type(arr) is not np.ndarray else arr
+        self._view = None
 
     # ----------------------------------------------------------------- properties
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.data.shape
+        return self._data.shape
 
     @property
     def ndim(self) -> int:
-        return self.data.ndim
+        return self._data.ndim
 
     @property
     def size(self) -> int:
-        return self.data.size
+        return self._data.size
 
     @property
     def dtype(self) -> np.dtype:
-        return self.data.dtype
+        return self._data.dtype
 
     @property
     def is_leaf(self) -> bool:
@@ -92,11 +118,11 @@ class Tensor:
         return self._ctx
 
     def __len__(self) -> int:
-        return len(self.data)
+        return len(self._data)
 
     def __repr__(self) -> str:
         body = np.array2string(
-            self.data, precision=4, separator=", ", threshold=20, prefix="Tensor("
+            self._data, precision=4, separator=", ", threshold=20, prefix="Tensor("
         )
         extra = [f"shape={self.shape}", f"dtype={self.dtype}"]
         if self.name:
@@ -109,21 +135,21 @@ class Tensor:
 
     # ----------------------------------------------------------------- conversion
     def numpy(self) -> np.ndarray:
-        """The underlying array (not a copy)."""
-        return self.data
+        """The underlying array itself (not a copy; writes through it are not tracked)."""
+        return self._data
 
     def item(self) -> float | int:
         if self.size != 1:
             raise ValueError(f"item: tensor of shape {self.shape} has {self.size} elements, not 1")
-        return self.data.item()
+        return self._data.item()
 
     def detach(self) -> Tensor:
         """A new leaf sharing this tensor's data, outside any graph."""
-        return Tensor(self.data, requires_grad=False, name=self.name)
+        return Tensor(self._data, requires_grad=False, name=self.name)
 
     def astype(self, dtype: Any) -> Tensor:
         """A leaf copy with another dtype (not differentiable)."""
-        return Tensor(self.data.astype(dtype), name=self.name)
+        return Tensor(self._data.astype(dtype), name=self.name)
 
     def zero_grad(self) -> None:
         self.grad = None
@@ -135,7 +161,59 @@ class Tensor:
         Leaf gradients accumulate across calls (as in PyTorch): zero them between steps.
         The graph is freed afterwards unless ``retain_graph=True``.
         """
-        autograd.backward(self, grad, retain_graph=retain_graph)
+        _backward(self, grad, retain_graph=retain_graph)
+
+    def register_hook(self, hook: Callable[[np.ndarray], np.ndarray | None]) -> RemovableHandle:
+        """Call ``hook(grad)`` whenever the gradient with respect to this tensor is computed.
+
+        The hook sees the total gradient (an ndarray shaped like this tensor) before it is
+        accumulated into ``.grad`` or passed on; returning an array replaces it. Hooks run in
+        the order registered. Returns a handle whose ``remove()`` takes the hook away.
+
+        Examples
+        --------
+        >>> h = x.register_hook(lambda g: print(np.linalg.norm(g)))  # doctest: +SKIP
+        >>> h.remove()                                               # doctest: +SKIP
+        """
+        if not callable(hook):
+            raise TypeError(f"register_hook: hook must be callable, got {type(hook).__name__}")
+        if not self.requires_grad:
+            raise RuntimeError(
+                "register_hook: this tensor does not require grad, so no gradient will reach it"
+            )
+        hooks = self._hooks if self._hooks is not None else _TensorHooks()
+        hooks.fns = (*hooks.fns, hook)
+        self._hooks = hooks
+
+        def remove() -> None:
+            hooks.fns = tuple(h for h in hooks.fns if h is not hook)
+
+        return RemovableHandle(remove)
+
+    def retain_grad(self) -> None:
+        """Keep this intermediate tensor's gradient in ``.grad`` after backward (a leaf
+        keeps its gradient anyway). Like a leaf's, it accumulates across backward calls."""
+        if not self.requires_grad:
+            raise RuntimeError("retain_grad: this tensor does not require grad")
+        if self._ctx is None:
+            return
+        if self._hooks is None:
+            self._hooks = _TensorHooks()
+        self._hooks.retains_grad = True
+
+    def _run_hooks(self, g: np.ndarray) -> np.ndarray:
+        """Apply the registered hooks to the gradient ``g`` (called by backward)."""
+        for hook in self._hooks.fns:  # type: ignore[union-attr]
+            new = hook(g)
+            if new is not None:
+                new = np.asarray(new._data if isinstance(new, Tensor) else new)
+                if new.shape != self.shape:
+                    raise RuntimeError(
+                        f"register_hook: a hook returned a gradient of shape {new.shape} for a "
+                        f"tensor of shape {self.shape}"
+                    )
+                g = new.astype(self.dtype, copy=False)
+        return g
 
     # ----------------------------------------------------------------- operators
     def __add__(self, other: Any) -> Tensor:
@@ -235,6 +313,16 @@ class Tensor:
             return draw_graph(self)._repr_image_svg_xml()
         except Exception:  # no ``dot`` binary: fall back to the text repr
             return None
+
+
+class _TensorHooks:
+    """A tensor's gradient hooks and whether it retains its gradient."""
+
+    __slots__ = ("fns", "retains_grad")
+
+    def __init__(self) -> None:
+        self.fns: tuple[Callable[[np.ndarray], Any], ...] = ()
+        self.retains_grad = False
 
 
 def as_tensor(x: Any, like: Tensor | None = None) -> Tensor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -11,15 +12,31 @@ import numpy as np
 
 from . import parallel
 from .data import BatchIterator
-from .io import load_npz, save_npz
-from .nn import Module, predict_classes
+from .io import check_state_dict, load_npz, npz_info, save_npz
+from .models import accuracy as evaluate_accuracy
+from .nn import Module
 from .optim import Optimizer, get_optimizer
 
+__all__ = ["Trainer", "TrainingDivergedError", "evaluate_accuracy", "checkpoint_config"]
 
-def evaluate_accuracy(net: Module, x: np.ndarray, t: np.ndarray, batch_size: int = 500) -> float:
-    """Fraction of correct predictions over every sample of ``x`` (N, C, H, W)."""
-    labels = t.argmax(axis=1) if t.ndim == 2 else t
-    return float(np.mean(predict_classes(net, x, batch_size) == labels))
+_HISTORY = ("train_loss", "train_acc", "test_acc", "epoch_seconds")
+_MAX_META_CHARS = 64 << 20
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss became NaN or infinite; ``step`` and ``parameter`` say where it was noticed."""
+
+    def __init__(self, message: str, step: int, parameter: str | None) -> None:
+        super().__init__(message)
+        self.step, self.parameter = step, parameter
+
+
+def _first_non_finite(network: Module) -> str | None:
+    """Name of the first parameter (in registration order) holding NaN or Inf, else None."""
+    for name, p in network.named_parameters():
+        if not np.isfinite(p.data).all():
+            return name
+    return None
 
 
 class Trainer:
@@ -86,6 +103,7 @@ class Trainer:
         self.progress = verbose if progress is None else progress
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.threads = threads
+        self.seed = seed if isinstance(seed, int) else None
         self.epoch = 0  # epochs completed
         self.train_loss_list: list[float] = []
         self.train_acc_list: list[float] = []
@@ -94,12 +112,33 @@ class Trainer:
 
     # ------------------------------------------------------------------ steps
     def train_step(self, x: np.ndarray, t: np.ndarray) -> float:
-        """One update on a batch; returns the batch loss."""
+        """One update on a batch; returns the batch loss.
+
+        Raises
+        ------
+        TrainingDivergedError
+            The loss is NaN or infinite; no update is applied.
+        """
         self.optimizer.zero_grad()
         loss = self.network.loss(x, t)
+        value = float(loss.data)
+        if not math.isfinite(value):  # a scalar check: the parameters only when it fails
+            step = self.optimizer.step_count + 1
+            bad = _first_non_finite(self.network)
+            where = (
+                f"parameter {bad!r} is the first to hold NaN/Inf"
+                if bad
+                else "every parameter is finite, so the loss itself overflowed"
+            )
+            raise TrainingDivergedError(
+                f"Trainer: the loss became {value} at step {step} (epoch {self.epoch + 1}); "
+                f"{where}. Training stopped; lower the learning rate or the init scale",
+                step,
+                bad,
+            )
         loss.backward()
         self.optimizer.step()
-        return float(loss.data)
+        return value
 
     def evaluate(self) -> tuple[float, float]:
         """(train accuracy, test accuracy), on the first ``evaluate_sample_num_per_epoch``."""
@@ -130,14 +169,16 @@ class Trainer:
             leave=False,
         )
         seen, losses = 0, []
-        for x, t in self.batches:
-            losses.append(self.train_step(x, t))
-            seen += len(x)
-            bar.update(1)
-            if bar.n % 10 == 0 or bar.n == bar.total:
-                rate = seen / max(time.perf_counter() - start, 1e-9)
-                bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:,.0f}", refresh=False)
-        bar.close()
+        try:
+            for x, t in self.batches:
+                losses.append(self.train_step(x, t))
+                seen += len(x)
+                bar.update(1)
+                if bar.n % 10 == 0 or bar.n == bar.total:
+                    rate = seen / max(time.perf_counter() - start, 1e-9)
+                    bar.set_postfix(loss=f"{losses[-1]:.4f}", img_s=f"{rate:,.0f}", refresh=False)
+        finally:
+            bar.close()
         self.train_loss_list.extend(losses)
         train_acc, test_acc = self.evaluate()
         self.train_acc_list.append(train_acc)
@@ -165,45 +206,143 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path) -> None:
-        """Parameters, optimizer state, epoch, history and batch RNG state, atomically."""
+        """Parameters, optimizer state, epoch, history and batch RNG state, atomically.
+
+        Refuses (``TrainingDivergedError``) when a parameter holds NaN or Inf, so the last
+        good checkpoint is never replaced by a diverged one.
+        """
+        bad = _first_non_finite(self.network)
+        if bad is not None:
+            step = self.optimizer.step_count
+            raise TrainingDivergedError(
+                f"Trainer: parameter {bad!r} holds NaN/Inf after step {step}; "
+                f"not overwriting the checkpoint {path}",
+                step,
+                bad,
+            )
         arrays: dict[str, Any] = {f"param/{k}": v for k, v in self.network.state_dict().items()}
         for key, value in self.optimizer.state_dict().items():
             arrays[f"optim/{key}"] = np.asarray(value)
-        meta = {"epoch": self.epoch, "history": self.history, "batches": self.batches.state_dict()}
+        meta = {
+            "epoch": self.epoch,
+            "history": self.history,
+            "batches": self.batches.state_dict(),
+            "config": self.config,
+            "seed": self.seed,
+        }
         arrays["meta"] = np.array(json.dumps(meta))
         save_npz(path, arrays)
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """What a checkpoint must agree on to resume: optimizer, batch size, training set size."""
+        return {
+            "optimizer": type(self.optimizer).__name__.lower(),
+            "batch_size": self.batches.batch_size,
+            "n_train": len(self.x_train),
+        }
+
     def load_checkpoint(self, path: str | Path) -> None:
-        """Restore everything ``save_checkpoint`` wrote; training then continues exactly."""
-        arrays = load_npz(path)
-        if "meta" not in arrays:
+        """Restore everything ``save_checkpoint`` wrote; training then continues exactly.
+
+        All or nothing: the file's names and shapes (from the headers), its metadata, the
+        parameters and the optimizer state are all checked before anything changes.
+        """
+        info = npz_info(path)
+        if "meta" not in info:
             raise ValueError(f"{path}: not a tinygrad_cnn checkpoint (no 'meta' entry)")
-        try:
-            meta = json.loads(str(arrays["meta"]))
-            epoch, hist, batches = int(meta["epoch"]), meta["history"], meta["batches"]
-            hist = {
-                k: list(hist[k]) for k in ("train_loss", "train_acc", "test_acc", "epoch_seconds")
-            }
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"{path}: damaged checkpoint metadata ({e!r})") from None
+        shape, dtype = info["meta"]
+        if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _MAX_META_CHARS:
+            raise ValueError(f"{path}: damaged checkpoint metadata ('meta' is {shape} {dtype})")
+        want = {f"param/{k}": p.shape for k, p in self.network.named_parameters()}
+        want.update((f"optim/{k}", np.shape(v)) for k, v in self.optimizer.state_dict().items())
+        want["meta"] = ()
+        if set(info) != set(want) or any(info[k][0] != s for k, s in want.items()):
+            bad = sorted(set(info) ^ set(want)) or [k for k, s in want.items() if info[k][0] != s]
+            raise ValueError(
+                f"{path} does not fit this network and {type(self.optimizer).__name__} "
+                f"optimizer (resume with the same options it was trained with): "
+                f"entry {bad[0]!r} differs"
+            )
+        arrays = load_npz(path, expected=want)
+        epoch, hist, batches = _parse_meta(path, str(arrays["meta"]), self.config)
+        net_params = {k: p.data for k, p in self.network.named_parameters()}
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
         optim = {k[6:]: _scalar(v) for k, v in arrays.items() if k.startswith("optim/")}
-        # restore into copies first, so a mismatch leaves the live objects untouched
-        saved_params, saved_optim = self.network.state_dict(), self.optimizer.state_dict()
-        try:
-            self.network.load_state_dict(params)
+        params = check_state_dict(net_params, params, who=f"load_checkpoint({path})")
+        saved_optim, saved_batches = self.optimizer.state_dict(), self.batches.state_dict()
+        try:  # each validates before it changes anything; undo the first if the second fails
             self.optimizer.load_state_dict(optim)
-        except ValueError as e:
-            self.network.load_state_dict(saved_params)
+            self.batches.load_state_dict(batches)
+        except (ValueError, TypeError) as e:
             self.optimizer.load_state_dict(saved_optim)
+            self.batches.load_state_dict(saved_batches)
             raise ValueError(
                 f"{path} does not fit this network and {type(self.optimizer).__name__} "
                 f"optimizer (resume with the same options it was trained with): {e}"
             ) from None
-        self.batches.load_state_dict(batches)
+        self.network.load_state_dict(params)  # checked above: cannot fail
         self.epoch = epoch
         self.train_loss_list, self.train_acc_list = hist["train_loss"], hist["train_acc"]
         self.test_acc_list, self.epoch_seconds = hist["test_acc"], hist["epoch_seconds"]
+
+
+def _parse_meta(path: str | Path, text: str, config: dict[str, Any]) -> tuple[int, dict, dict]:
+    """Validate a checkpoint's metadata: (epoch, history lists, batch iterator state)."""
+
+    def damaged(why: str) -> ValueError:
+        return ValueError(f"{path}: damaged checkpoint metadata ({why})")
+
+    try:
+        meta = json.loads(text)
+    except ValueError as e:
+        raise damaged(f"not JSON: {e}") from None
+    if not isinstance(meta, dict) or not {"epoch", "history", "batches"} <= set(meta):
+        raise damaged("needs 'epoch', 'history' and 'batches'")
+    epoch, hist, batches = meta["epoch"], meta["history"], meta["batches"]
+    if type(epoch) is not int or epoch < 0:
+        raise damaged(f"epoch must be a non-negative int, got {epoch!r}")
+    if not isinstance(hist, dict) or not all(isinstance(hist.get(k), list) for k in _HISTORY):
+        raise damaged(f"history must hold the lists {', '.join(_HISTORY)}")
+    for key in _HISTORY:
+        if not all(type(v) in (int, float) for v in hist[key]):
+            raise damaged(f"history {key!r} must hold numbers")
+        if key != "train_loss" and len(hist[key]) != epoch:
+            raise damaged(f"history {key!r} has {len(hist[key])} entries for {epoch} epochs")
+    if not isinstance(batches, dict) or not isinstance(batches.get("bit_generator"), dict):
+        raise damaged("'batches' must hold the batch order's generator state")
+    saved = meta.get("config")  # absent in checkpoints of earlier versions
+    if saved is not None:
+        if not isinstance(saved, dict):
+            raise damaged("'config' must be a dict")
+        for key, value in config.items():
+            if key in saved and saved[key] != value:
+                raise ValueError(
+                    f"{path} was trained with {key.replace('_', ' ')} {saved[key]!r}, this run "
+                    f"uses {value!r}; resume with the same options it was trained with"
+                )
+    return epoch, {k: list(hist[k]) for k in _HISTORY}, batches
+
+
+def checkpoint_config(path: str | Path) -> dict[str, Any]:
+    """What a checkpoint was trained with: its ``config`` plus ``lr``, ``seed`` and ``epoch``.
+
+    Keys that the file does not record (checkpoints of earlier versions) are absent.
+    """
+    arrays = load_npz(path)
+    if "meta" not in arrays:
+        raise ValueError(f"{path}: not a tinygrad_cnn checkpoint (no 'meta' entry)")
+    try:
+        meta = json.loads(str(arrays["meta"]))
+        config = dict(meta.get("config") or {})
+        config["epoch"] = int(meta["epoch"])
+        if meta.get("seed") is not None:
+            config["seed"] = int(meta["seed"])
+        if "optim/lr" in arrays:
+            config["lr"] = float(arrays["optim/lr"])
+    except (ValueError, TypeError, KeyError, AttributeError) as e:
+        raise ValueError(f"{path}: damaged checkpoint metadata ({e!r})") from None
+    return config
 
 
 def _scalar(v: np.ndarray) -> Any:

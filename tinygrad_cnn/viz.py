@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autograd import Function, toposort
+from .autograd import Function, on_op_backward
+from .backprop import grad, toposort
 from .io import atomic_write
 from .tensor import Tensor
 
@@ -80,6 +81,31 @@ def graph_tensors(*roots: Tensor) -> list[Tensor]:
     return order
 
 
+def grad_norms(roots: Sequence[Tensor], tensors: Sequence[Tensor]) -> dict[int, float]:
+    """L2 norm of d(sum of roots)/d(tensor) for every tensor a gradient reaches, by ``id``.
+
+    Runs its own backward pass over the (intact) graph through the public hooks and
+    ``autograd.grad``, so nothing is stored on the graph and no ``.grad`` is touched.
+    """
+    roots = [r for r in roots if r.requires_grad]
+    leaves = [t for t in tensors if t._ctx is None and t.requires_grad]
+    if not roots or not leaves:
+        return {}
+    out_of = {id(t._ctx): id(t) for t in tensors if t._ctx is not None}
+    norms: dict[int, float] = {}
+
+    def record(fn: Function, gy: Any, gxs: Any) -> None:
+        norms[out_of[id(fn)]] = float(np.linalg.norm(gy))
+
+    ones = [np.ones(r.shape, r.dtype) for r in roots]
+    with on_op_backward(record):
+        gs = grad(roots, leaves, ones, retain_graph=True, allow_unused=True)
+    norms.update(
+        (id(t), float(np.linalg.norm(g))) for t, g in zip(leaves, gs, strict=True) if g is not None
+    )
+    return norms
+
+
 def node_ids(tensors: Sequence[Tensor]) -> tuple[dict[int, str], dict[int, str]]:
     """DOT ids in topological order: (op ids by ``id(fn)``, tensor ids by ``id(tensor)``)."""
     ops: dict[int, str] = {}
@@ -94,7 +120,7 @@ def node_ids(tensors: Sequence[Tensor]) -> tuple[dict[int, str], dict[int, str]]
 def op_label(fn: Function) -> str:
     """The op name and its key attributes, e.g. ``Conv2d k=5x5 s=1 p=0`` or ``Sum axis=(0,)``."""
     parts = [fn.name]
-    for key, value in fn.attrs().items():
+    for key, value in fn.label_attrs().items():
         if isinstance(value, np.generic):
             value = value.item()
         if value is None or value is False:
@@ -111,7 +137,13 @@ def op_label(fn: Function) -> str:
 
 
 def _tensor_label(
-    t: Tensor, title: str, kind: str, shapes: bool, dtypes: bool, grads: bool, data: bool
+    t: Tensor,
+    title: str,
+    kind: str,
+    shapes: bool,
+    dtypes: bool,
+    norms: dict[int, float] | None,
+    data: bool,
 ) -> str:
     lines = [title]
     info = " ".join(s for s, on in ((str(tuple(t.shape)), shapes), (str(t.dtype), dtypes)) if on)
@@ -119,14 +151,11 @@ def _tensor_label(
         lines.append(info)
     const = kind == "input" and t.size == 1 and not t.name
     if (data or const) and t.size <= 6:
-        lines.append(np.array2string(t.data, precision=4, separator=", "))
+        lines.append(np.array2string(t.numpy(), precision=4, separator=", "))
     elif data and t.size and t.dtype.kind in "fiub":
-        lines.append(f"range [{t.data.min():.4g}, {t.data.max():.4g}]")
-    if grads and t._ctx is None and t.requires_grad:
-        g = t.grad
-        lines.append("no grad" if g is None else f"|grad| = {float(np.linalg.norm(g)):.4e}")
-    elif grads and t._ctx is not None:
-        norm = getattr(t._ctx, "out_grad_norm", None)  # recorded by backward(retain_graph=True)
+        lines.append(f"range [{t.numpy().min():.4g}, {t.numpy().max():.4g}]")
+    if norms is not None and (t.requires_grad or t._ctx is not None):
+        norm = norms.get(id(t))
         lines.append("no grad" if norm is None else f"|grad| = {norm:.4e}")
     # Escape backslashes from user text; "\n" between lines is a DOT escape for a line break.
     return "\\n".join(line.replace("\\", "\\\\") for line in lines)
@@ -149,6 +178,7 @@ def _build(
         raise ValueError(f"draw_graph: rankdir must be TB, LR, BT or RL, got {rankdir!r}")
     tensors = graph_tensors(*roots)
     op_ids, t_ids = node_ids(tensors)
+    norms = grad_norms(roots, tensors) if show_grads else None
     red = {id(fn) for fn in highlight}
     root_ids = {id(r) for r in roots}
 
@@ -184,7 +214,7 @@ def _build(
             kind = "tensor" if fn is not None else "param" if t.requires_grad else "input"
             title = t.name or f"t{k}"
             path = param_path.get(id(t), path)
-        label = _tensor_label(t, title, kind, show_shapes, show_dtypes, show_grads, show_data)
+        label = _tensor_label(t, title, kind, show_shapes, show_dtypes, norms, show_data)
         add(path, t_ids[id(t)], label, kind)
 
     top = gv.Digraph(
@@ -227,10 +257,10 @@ def draw_graph(
     show_shapes, show_dtypes, show_data : bool
         What tensor nodes show besides their name (data: values if tiny, else the range).
     show_grads : bool
-        Show ``|grad|``, the L2 norm of the gradient, on every tensor, or "no grad" where
-        backward never reached it: ``.grad`` for leaves, and for intermediates the norm that
-        ``backward(retain_graph=True)`` records (the engine keeps no intermediate gradient
-        arrays, and drawing never runs backward).
+        Show ``|grad|``, the L2 norm of the gradient of the (sum of the) roots, on every
+        tensor that requires grad, or "no grad" where no gradient reaches it. The drawing runs
+        a backward pass of its own for this; no ``.grad`` is touched. Draw before
+        ``backward()`` or after ``backward(retain_graph=True)``.
     group_by_module : bool
         Draw each module's ops, outputs and parameters in a labelled (nested) cluster.
     rankdir : {"TB", "LR", "BT", "RL"}
@@ -295,15 +325,11 @@ def _write(graph: graphviz.Digraph, path: str | Path) -> Path:
 def plot_module(module: Module, x: Any, path: str | Path, t: Any = None, **kwargs: Any) -> Path:
     """Run ``module`` on ``x`` (its ``loss(x, t)`` when labels ``t`` are given) and draw the graph.
 
-    With ``show_grads=True`` (needs ``t``) the module's gradients are zeroed and the loss is
-    backpropagated with ``retain_graph=True`` first, so the norms are those of this batch.
+    With ``show_grads=True`` the norms are those of this batch's loss (needs ``t``).
     """
+    if kwargs.get("show_grads") and t is None:
+        raise ValueError("plot_module: show_grads=True needs labels t to compute a loss")
     root = module(x) if t is None else module.loss(x, t)
-    if kwargs.get("show_grads"):
-        if t is None:
-            raise ValueError("plot_module: show_grads=True needs labels t to compute a loss")
-        module.zero_grad()
-        root.backward(retain_graph=True)
     return render_graph(root, path, **kwargs)
 
 

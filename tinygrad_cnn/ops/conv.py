@@ -3,12 +3,20 @@
 Notation
 --------
 N batch, C input channels, H/W input height/width, OC output channels, KH/KW kernel size,
-SH/SW stride, PH/PW zero padding per side, OH/OW output size:
+SH/SW stride, PH/PW zero padding per side, Hp/Wp padded size, OH/OW output size:
 ``OH = (H + 2*PH - KH) // SH + 1`` (floor division; see ``conv_output_size``).
 
-Every op here works on the windows of the padded input, (N, C, OH, OW, KH, KW) views made
-with stride tricks or slicing (no copy), one kernel offset ("tap") at a time, and folds
-gradients back with a loop over the KH*KW kernel offsets only (never over N, H or W).
+One im2col
+----------
+``unfold`` is the im2col every caller runs: a no-copy view (C, KH, KW, OH, OW, N) of the
+windows of padded images (C, Hp, Wp, N). Any strides do, so an (N, C, H, W) array transposed
+is as good as channels-first memory. ``fold_into`` is its adjoint, col2im: it adds window
+gradients back with a loop over the KH*KW kernel offsets ("taps") only, never over N, H or W.
+``Conv2d`` copies ``unfold`` into its GEMM matrix and folds its input gradient with
+``fold_into``; the public ``im2col``/``col2im`` are the same two routines in the book's
+(N*OH*OW, C*KH*KW) layout, and pooling reads the same windows through ``windows``/``fold``
+(NCHW order). So the tests of ``im2col``/``col2im`` check the code the network runs.
+
 Arrays come from the engine's ``workspace`` (reused between steps), and an op's output keeps
 its input's memory order: ``Conv2d`` returns (N, OC, OH, OW) views of (OH, OW, N, OC) memory,
 and ReLU and pooling carry that layout on (see ``Conv2d``).
@@ -67,7 +75,11 @@ def check_geometry(
     )
 
 
-def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
+def pad2d(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
+    """Images (N, C, H, W) padded with ``value`` to (N, C, H + 2*PH, W + 2*PW).
+
+    Returns ``x`` itself when there is no padding, else a workspace array.
+    """
     PH, PW = padding
     if PH == 0 and PW == 0:
         return x
@@ -78,15 +90,20 @@ def _pad(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
     return xp
 
 
-def windows(xp: np.ndarray, kernel: Pair, stride: Pair, out: Pair) -> np.ndarray:
-    """Read-only view (N, C, OH, OW, KH, KW) of every window of a padded input (N, C, Hp, Wp)."""
-    sN, sC, sH, sW = xp.strides
-    N, C = xp.shape[:2]
+_pad = pad2d  # the old private name, kept until every caller uses ``pad2d``
+
+
+# ---------------------------------------------------------------------------- the one im2col
+def unfold(xp: np.ndarray, kernel: Pair, stride: Pair, out: Pair) -> np.ndarray:
+    """im2col as a view: every window of padded images, (C, Hp, Wp, N) -> (C, KH, KW, OH, OW, N).
+
+    ``xp`` may have any strides. The result is read-only and copies nothing; copying it into a
+    (C*KH*KW, OH*OW*N) array gives the transpose of the book's im2col matrix.
+    """
+    sC, sH, sW, sN = xp.strides
+    (C, N), (KH, KW), (SH, SW), (OH, OW) = xp.shape[::3], kernel, stride, out
     return as_strided(
-        xp,
-        shape=(N, C, out[0], out[1], kernel[0], kernel[1]),
-        strides=(sN, sC, sH * stride[0], sW * stride[1], sH, sW),
-        writeable=False,
+        xp, (C, KH, KW, OH, OW, N), (sC, sH, sW, sH * SH, sW * SW, sN), writeable=False
     )
 
 
@@ -94,6 +111,26 @@ def taps(i: int, j: int, stride: Pair, out: Pair) -> tuple[slice, slice]:
     """Rows and columns that kernel offset (i, j) reads across all OH x OW windows."""
     (SH, SW), (OH, OW) = stride, out
     return slice(i, i + SH * (OH - 1) + 1, SH), slice(j, j + SW * (OW - 1) + 1, SW)
+
+
+def fold_into(gxp: np.ndarray, gcol6: np.ndarray, stride: Pair) -> None:
+    """col2im, the adjoint of ``unfold``: add gcol6 (C, KH, KW, OH, OW, N) into gxp (C, Hp, Wp, N).
+
+    Works in place on ``gxp`` (any strides); overlapping windows add up.
+    """
+    _, KH, KW, OH, OW, _ = gcol6.shape
+    for i in range(KH):
+        for j in range(KW):
+            rows, cols = taps(i, j, stride, (OH, OW))
+            acc = gxp[:, rows, cols]  # (C, OH, OW, N) view into gxp
+            acc += gcol6[:, i, j]
+
+
+# ---------------------------------------------------------------------------- NCHW views of it
+def windows(xp: np.ndarray, kernel: Pair, stride: Pair, out: Pair) -> np.ndarray:
+    """``unfold`` in NCHW order: read-only view (N, C, OH, OW, KH, KW) of padded (N, C, Hp, Wp)."""
+    # (N, C, Hp, Wp) -> (C, Hp, Wp, N); unfold's (C, KH, KW, OH, OW, N) -> (N, C, OH, OW, KH, KW)
+    return unfold(xp.transpose(1, 2, 3, 0), kernel, stride, out).transpose(5, 0, 3, 4, 1, 2)
 
 
 def tap(xp: np.ndarray, i: int, j: int, stride: Pair, out: Pair) -> np.ndarray:
@@ -108,20 +145,18 @@ def tap(xp: np.ndarray, i: int, j: int, stride: Pair, out: Pair) -> np.ndarray:
 def fold(
     g6: np.ndarray, x_shape: tuple[int, ...], kernel: Pair, stride: Pair, padding: Pair
 ) -> np.ndarray:
-    """Adjoint of ``windows``: add window gradients (N, C, OH, OW, KH, KW) into (N, C, H, W)."""
+    """``fold_into`` in NCHW order: add window gradients (N, C, OH, OW, KH, KW) to (N, C, H, W)."""
     N, C, H, W = x_shape
-    (KH, KW), (PH, PW) = kernel, padding
-    out = g6.shape[2:4]
+    PH, PW = padding
     gxp = workspace.zeros((N, C, H + 2 * PH, W + 2 * PW), g6.dtype)
-    for i in range(KH):
-        for j in range(KW):
-            acc = tap(gxp, i, j, stride, out)  # (N, C, OH, OW) view into gxp
-            acc += g6[:, :, :, :, i, j]
+    # (N, C, Hp, Wp) -> (C, Hp, Wp, N) and (N, C, OH, OW, KH, KW) -> (C, KH, KW, OH, OW, N)
+    fold_into(gxp.transpose(1, 2, 3, 0), g6.transpose(1, 4, 5, 2, 3, 0), stride)
     return gxp[:, :, PH : H + PH, PW : W + PW]
 
 
+# ---------------------------------------------------------------------------- the book's layout
 def im2col(x: np.ndarray, kernel_size: Any, stride: Any = 1, padding: Any = 0) -> np.ndarray:
-    """Unfold image patches into rows of a matrix (the book's layout).
+    """Unfold image patches into rows of a matrix (the book's layout), with ``unfold``.
 
     Parameters
     ----------
@@ -133,49 +168,61 @@ def im2col(x: np.ndarray, kernel_size: Any, stride: Any = 1, padding: Any = 0) -
     col : ndarray, shape (N*OH*OW, C*KH*KW)
         Row ``(n, oh, ow)`` holds the window at output position (oh, ow) of image n,
         flattened in (c, kh, kw) order, so ``col @ w.reshape(OC, -1).T`` is a convolution.
+
+    Examples
+    --------
+    >>> im2col(np.zeros((2, 1, 28, 28)), 5).shape
+    (1152, 25)
     """
     kernel = pair(kernel_size, "im2col", "kernel_size")
     stride_, padding_ = pair(stride, "im2col", "stride"), pair(padding, "im2col", "padding")
     OH, OW = check_geometry("im2col", x.shape, kernel, stride_, padding_)
-    view = windows(_pad(x, padding_), kernel, stride_, (OH, OW))
-    N, C = x.shape[:2]
-    # (N, C, OH, OW, KH, KW) -> (N, OH, OW, C, KH, KW) -> (N*OH*OW, C*KH*KW): the one copy
-    return view.transpose(0, 2, 3, 1, 4, 5).reshape(N * OH * OW, C * kernel[0] * kernel[1])
+    (N, C), (KH, KW) = x.shape[:2], kernel
+    xp = pad2d(x, padding_).transpose(1, 2, 3, 0)  # (N, C, Hp, Wp) -> (C, Hp, Wp, N)
+    cols = unfold(xp, kernel, stride_, (OH, OW))  # (C, KH, KW, OH, OW, N)
+    # (C, KH, KW, OH, OW, N) -> (N, OH, OW, C, KH, KW) -> (N*OH*OW, C*KH*KW): the one copy
+    return cols.transpose(5, 3, 4, 0, 1, 2).reshape(N * OH * OW, C * KH * KW)
 
 
 def col2im(
     col: np.ndarray, x_shape: tuple[int, ...], kernel_size: Any, stride: Any = 1, padding: Any = 0
 ) -> np.ndarray:
-    """Adjoint of ``im2col``: sum patch rows (N*OH*OW, C*KH*KW) back into images (N, C, H, W).
+    """Adjoint of ``im2col`` (``fold_into``): sum rows (N*OH*OW, C*KH*KW) into (N, C, H, W).
 
     Overlapping windows add up, so ``<im2col(x), c> == <x, col2im(c, x.shape, ...)>``.
+
+    Examples
+    --------
+    >>> col2im(np.ones((1152, 25)), (2, 1, 28, 28), 5).shape
+    (2, 1, 28, 28)
     """
     kernel = pair(kernel_size, "col2im", "kernel_size")
     stride_, padding_ = pair(stride, "col2im", "stride"), pair(padding, "col2im", "padding")
-    OH, OW = check_geometry("col2im", tuple(x_shape), kernel, stride_, padding_)
-    N, C = x_shape[:2]
-    expected = (N * OH * OW, C * kernel[0] * kernel[1])
+    x_shape = tuple(x_shape)
+    OH, OW = check_geometry("col2im", x_shape, kernel, stride_, padding_)
+    (N, C), (KH, KW) = x_shape[:2], kernel
+    expected = (N * OH * OW, C * KH * KW)
     if col.shape != expected:
         raise ValueError(f"col2im: col has shape {col.shape}, expected {expected} for {x_shape}")
     # (N*OH*OW, C*KH*KW) -> (N, OH, OW, C, KH, KW) -> (N, C, OH, OW, KH, KW)
-    g6 = col.reshape(N, OH, OW, C, *kernel).transpose(0, 3, 1, 2, 4, 5)
-    return fold(g6, tuple(x_shape), kernel, stride_, padding_)
+    g6 = col.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 1, 2, 4, 5)
+    return fold(g6, x_shape, kernel, stride_, padding_)
 
 
 class Conv2d(Function):
     """2-D cross-correlation: x (N, C, H, W), w (OC, C, KH, KW), b (OC,) -> (N, OC, OH, OW).
 
-    im2col + one GEMM, with layouts chosen so that no big array is ever transposed:
+    im2col (``unfold``) + one GEMM, with layouts chosen so that no big array is transposed:
 
-    - The images are first laid side by side, ``xs`` (C, H, W, N) (small: the input), so that
-      each kernel tap (a loop over KH*KW) copies runs of N contiguous values into ``col``
-      (C*KH*KW, OH*OW*N), im2col with K rows (the transpose of the book's layout).
+    - The images are first laid side by side, ``xs`` (C, Hp, Wp, N) (small: the input), so
+      that copying ``unfold(xs)`` into ``col`` (C*KH*KW, OH*OW*N), im2col with K = C*KH*KW rows
+      (the transpose of the book's layout), moves runs of N contiguous values.
     - With a bias, ``col`` gets a last row of ones: the GEMM adds the bias, and the backward
       GEMM returns its gradient (the sum of gy over N, OH, OW) as its last row.
     - The GEMM writes y as (OH, OW, N, OC) memory, returned as a (N, OC, OH, OW) view (same
       shape and values as NCHW, other strides). ReLU and pooling keep this layout, in which
       each pooling tap is a run of N*OC contiguous values; backward reads gy back without a
-      copy when it comes in that layout.
+      copy when it comes in that layout, and folds the input gradient with ``fold_into``.
     """
 
     attr_names = ("kernel", "stride", "padding")
@@ -200,22 +247,18 @@ class Conv2d(Function):
         xs = workspace.empty((C, H + 2 * PH, W + 2 * PW, N), dtype)
         if PH or PW:
             xs.fill(0)
-        np.copyto(xs[:, PH : PH + H, PW : PW + W], x.transpose(1, 2, 3, 0))  # from (N, C, H, W)
+        np.copyto(xs[:, PH : PH + H, PW : PW + W], x.transpose(1, 2, 3, 0))  # (N, C, H, W) ->
         col = workspace.empty((K + (b is not None), OH * OW * N), dtype)
         col6 = col[:K].reshape(C, *self.kernel, OH, OW, N)  # (C*KH*KW, ...) -> (C, KH, KW, ...)
         wm = w.reshape(OC, K)  # (OC, C, KH, KW) -> (OC, K)
         if b is not None:
             wm = np.concatenate([wm, b[:, None]], axis=1)  # (OC, K + 1)
         y = workspace.empty((OH, OW, N, OC), dtype)
-        y2, per_row = y.reshape(OH * OW * N, OC), OW * N
-        sC, sH, sW, sN = xs.strides  # every window of xs, as col6 lays them out:
-        win = as_strided(
-            xs, (C, *self.kernel, OH, OW, N),
-            (sC, sH, sW, sH * self.stride[0], sW * self.stride[1], sN), writeable=False,
-        )  # fmt: skip
+        y2, per_row = y.reshape(OH * OW * N, OC), OW * N  # (OH, OW, N, OC) -> (OH*OW*N, OC)
+        cols = unfold(xs, self.kernel, self.stride, (OH, OW))  # (C, KH, KW, OH, OW, N) view
 
         def rows_of_output(lo: int, hi: int) -> None:  # output rows lo:hi, on one thread
-            col6[:, :, :, lo:hi] = win[:, :, :, lo:hi]  # im2col: one copy, runs of N values
+            col6[:, :, :, lo:hi] = cols[:, :, :, lo:hi]  # im2col: one copy, runs of N values
             p = slice(lo * per_row, hi * per_row)
             if b is not None:
                 col[K, p] = 1
@@ -237,25 +280,22 @@ class Conv2d(Function):
         if not gyt.flags.c_contiguous:  # another layout: one (threaded) transposing copy
             gyt, src = workspace.empty(gyt.shape, gy.dtype), gyt
             parallel.copyto(gyt, src)
-        gy2 = gyt.reshape(OH * OW * N, OC)
+        gy2 = gyt.reshape(OH * OW * N, OC)  # (OH, OW, N, OC) -> (OH*OW*N, OC)
         need = self.needs_input_grad
         gx = gw = gb = None
-        if need[0]:  # col2im: the adjoint of the forward's tap copies
+        if need[0]:  # the input gradient: a GEMM into im2col layout, then col2im
             gcol = workspace.empty((K, OH * OW * N), gy2.dtype)
-            wk = wm[:, :K].T  # (K, OC)
+            wk = wm[:, :K].T  # (OC, K) -> (K, OC)
 
             def columns(lo: int, hi: int) -> None:  # (K, OC) @ (OC, hi - lo)
                 np.matmul(wk, gy2[lo:hi].T, out=gcol[:, lo:hi])
 
             parallel.run(columns, len(gy2), gy2.size * K, 256)
-            gcol6 = gcol.reshape(C, *self.kernel, OH, OW, N)
+            gcol6 = gcol.reshape(C, *self.kernel, OH, OW, N)  # (C*KH*KW, ...) -> (C, KH, KW, ...)
             gxs = workspace.zeros((C, H + 2 * PH, W + 2 * PW, N), gy2.dtype)
 
             def images(lo: int, hi: int) -> None:  # windows overlap in H, W: split over N
-                for i, j in np.ndindex(*self.kernel):
-                    rows, cols = taps(i, j, self.stride, (OH, OW))
-                    acc = gxs[:, rows, cols, lo:hi]  # (C, OH, OW, hi - lo) view into gxs
-                    acc += gcol6[:, i, j, :, :, lo:hi]
+                fold_into(gxs[..., lo:hi], gcol6[..., lo:hi], self.stride)
 
             parallel.run(images, N, gcol.size)
             gx = gxs[:, PH : PH + H, PW : PW + W].transpose(3, 0, 1, 2)  # -> (N, C, H, W)

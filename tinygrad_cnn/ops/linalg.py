@@ -32,6 +32,7 @@ class MatMul(Function):
 
     def backward(self, gy):
         a, b = self.saved["a"], self.saved["b"]
+        # gy (..., N, M) @ b.T (..., M, K) -> (..., N, K); a.T (..., K, N) @ gy -> (..., K, M)
         ga = _matmul(gy, np.swapaxes(b, -1, -2)) if self.needs_input_grad[0] else None
         gb = _matmul(np.swapaxes(a, -1, -2), gy) if self.needs_input_grad[1] else None
         return ga, gb
@@ -72,6 +73,7 @@ class Linear(Function):
         x, w = self.saved["x"], self.saved["w"]
         need = self.needs_input_grad
         dtype = np.result_type(gy, w, x)
+        # gy (N, OUT) @ w.T (OUT, IN) -> gx (N, IN); x.T (IN, N) @ gy (N, OUT) -> gw (IN, OUT)
         gx = parallel.matmul(gy, w.T, workspace.empty(x.shape, dtype)) if need[0] else None
         gw = parallel.matmul(x.T, gy, workspace.empty(w.shape, dtype)) if need[1] else None
         if len(need) == 2:

@@ -48,12 +48,28 @@ class SoftmaxCrossEntropy(Function):
     Labels are integer class indices (N,) or (soft) one-hot rows (N, K). The loss is computed
     from ``log_softmax`` directly, never as ``log(p + eps)``, so it stays exact for logits of
     any magnitude, and its gradient ``(softmax(z) - onehot) / N`` never overflows.
+
+    Logits must be floating point (integer logits raise, as in PyTorch: the loss and its
+    gradient live in the logits' dtype). An empty batch (N = 0) raises: the mean of no losses
+    is undefined (PyTorch returns nan), and a nan loss would poison a training run silently.
     """
 
     def forward(self, z, t):
         if z.ndim != 2:
             raise ValueError(f"softmax_cross_entropy: logits must be (N, K), got shape {z.shape}")
+        if not np.issubdtype(z.dtype, np.floating):
+            raise TypeError(
+                f"softmax_cross_entropy: logits must be floating point, got dtype {z.dtype} "
+                f"(shape {z.shape}); cast them first, e.g. logits.astype(np.float32)"
+            )
         N, K = z.shape
+        if N == 0:
+            raise ValueError(
+                f"softmax_cross_entropy: empty batch: logits have shape {z.shape}, and the mean "
+                "loss over 0 samples is undefined"
+            )
+        if K == 0:
+            raise ValueError(f"softmax_cross_entropy: logits {z.shape} have no classes (K = 0)")
         if t.ndim == 1:
             if t.dtype.kind not in "iu":
                 raise ValueError(
@@ -63,7 +79,7 @@ class SoftmaxCrossEntropy(Function):
                 raise ValueError(
                     f"softmax_cross_entropy: labels {t.shape} do not match logits {z.shape}"
                 )
-            if N and (t.min() < 0 or t.max() >= K):
+            if t.min() < 0 or t.max() >= K:
                 raise ValueError(
                     f"softmax_cross_entropy: labels must lie in [0, {K}) for logits {z.shape}, "
                     f"got values in [{t.min()}, {t.max()}]"

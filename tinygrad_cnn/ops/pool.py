@@ -6,7 +6,7 @@ import numpy as np
 
 from .. import parallel
 from ..autograd import Function, memory_order, workspace
-from .conv import Pair, _pad, check_geometry, fold, tap, windows
+from .conv import Pair, check_geometry, fold, pad2d, tap, windows
 
 
 class MaxPool2d(Function):
@@ -29,7 +29,7 @@ class MaxPool2d(Function):
     def forward(self, x):
         OH, OW = check_geometry("max_pool2d", x.shape, self.kernel, self.stride, self.padding)
         _check_pool_padding("max_pool2d", self.kernel, self.padding)
-        xp = _pad(x, self.padding, -np.inf)
+        xp = pad2d(x, self.padding, -np.inf)  # (N, C, Hp, Wp)
         taps = [tap(xp, i, j, self.stride, (OH, OW)) for i, j in np.ndindex(*self.kernel)]
         y = workspace.empty_like(x, (*x.shape[:2], OH, OW))  # in x's memory order
         axis = memory_order(y)[0]  # threads take blocks of y's outermost dimension
@@ -70,20 +70,20 @@ class MaxPool2d(Function):
             out[1] * self.kernel[1],
         )
         shape = (N, C, H + 2 * PH, W + 2 * PW)
-        gxp = workspace.empty_like(idx, shape, gy.dtype)  # the input's memory order
+        gxp = workspace.empty_like(idx, shape, gy.dtype)  # (N, C, Hp, Wp), the input's order
         gy = _like(idx, gy)  # passes below then walk matching strides
         hit = workspace.empty_like(idx, dtype=bool)
         taps = [tap(gxp, i, j, self.stride, out) for i, j in np.ndindex(*self.kernel)]
         if not tiled:  # overlapping windows: threads would add into the same elements
             gxp.fill(0)
-            for k, g in enumerate(taps):
-                g += gy * np.equal(idx, k, out=hit)
+            for k, gx_k in enumerate(taps):  # (N, C, OH, OW) view into gxp
+                gx_k += gy * np.equal(idx, k, out=hit)
             return gxp[:, :, PH : H + PH, PW : W + PW]
 
         def scatter(s: tuple[slice, ...]) -> None:
-            for k, g in enumerate(taps):
+            for k, gx_k in enumerate(taps):
                 np.equal(idx[s], k, out=hit[s])
-                np.multiply(gy[s], hit[s], out=g[s])
+                np.multiply(gy[s], hit[s], out=gx_k[s])
 
         parallel.along(memory_order(idx)[0], idx.shape, scatter)
         return gxp[:, :, PH : H + PH, PW : W + PW]
@@ -109,14 +109,16 @@ class AvgPool2d(Function):
     def forward(self, x):
         OH, OW = check_geometry("avg_pool2d", x.shape, self.kernel, self.stride, self.padding)
         _check_pool_padding("avg_pool2d", self.kernel, self.padding)
-        view = windows(_pad(x, self.padding), self.kernel, self.stride, (OH, OW))
+        xp = pad2d(x, self.padding)  # (N, C, Hp, Wp)
+        view = windows(xp, self.kernel, self.stride, (OH, OW))  # (N, C, OH, OW, KH, KW)
         self.x_shape = x.shape
         return view.mean(axis=(4, 5))
 
     def backward(self, gy):
         KH, KW = self.kernel
-        g = gy / (KH * KW)
-        g6 = np.broadcast_to(g[..., None, None], (*gy.shape, KH, KW))
+        gy_each = gy / (KH * KW)  # each of a window's KH*KW elements gets this share
+        # (N, C, OH, OW) -> (N, C, OH, OW, KH, KW), a broadcast view
+        g6 = np.broadcast_to(gy_each[..., None, None], (*gy.shape, KH, KW))
         return fold(g6, self.x_shape, self.kernel, self.stride, self.padding)
 
 

@@ -10,7 +10,7 @@ from .. import parallel
 from ..autograd import Function, workspace
 
 
-def _normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
+def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
     """``axis`` (None, int or tuple) as a sorted tuple of non-negative ints."""
     if axis is None:
         return tuple(range(ndim))
@@ -36,11 +36,12 @@ class Sum(Function):
     keepdims: bool
 
     def forward(self, x):
-        self.shape = x.shape
+        self.x_shape = x.shape
         return np.sum(x, axis=self.axis, keepdims=self.keepdims)
 
     def backward(self, gy):
-        return np.broadcast_to(_expand(gy, self.axis, self.keepdims), self.shape)
+        # gy (x_shape without the summed axes) -> x_shape, a broadcast view
+        return np.broadcast_to(_expand(gy, self.axis, self.keepdims), self.x_shape)
 
 
 class Mean(Function):
@@ -49,13 +50,13 @@ class Mean(Function):
     keepdims: bool
 
     def forward(self, x):
-        self.shape = x.shape
+        self.x_shape = x.shape
         self.count = int(np.prod([x.shape[a] for a in self.axis]))
         return np.mean(x, axis=self.axis, keepdims=self.keepdims)
 
     def backward(self, gy):
-        g = _expand(gy, self.axis, self.keepdims) / self.count
-        return np.broadcast_to(g, self.shape)
+        gx = _expand(gy, self.axis, self.keepdims) / self.count
+        return np.broadcast_to(gx, self.x_shape)  # reduced axes of length 1 -> x_shape
 
 
 class Max(Function):
@@ -66,22 +67,22 @@ class Max(Function):
     keepdims: bool
 
     def forward(self, x):
-        flat = x.reshape(-1) if self.axis is None else x
+        flat = x.reshape(-1) if self.axis is None else x  # axis None: x_shape -> (size,)
         axis = 0 if self.axis is None else self.axis
-        idx = np.expand_dims(np.argmax(flat, axis=axis), axis)
+        idx = np.expand_dims(np.argmax(flat, axis=axis), axis)  # flat_shape with axis -> 1
         y = np.take_along_axis(flat, idx, axis=axis)
         self.save(idx=idx)
-        self.shape, self.flat_shape = x.shape, flat.shape
-        if self.axis is None:
+        self.x_shape, self.flat_shape = x.shape, flat.shape
+        if self.axis is None:  # (1,) -> (1,) * ndim or ()
             return y.reshape((1,) * x.ndim) if self.keepdims else y.reshape(())
         return y if self.keepdims else np.squeeze(y, axis)
 
     def backward(self, gy):
         axis = 0 if self.axis is None else self.axis
-        g = np.zeros(self.flat_shape, dtype=gy.dtype)
-        vals = gy.reshape(self.saved["idx"].shape)
-        np.put_along_axis(g, self.saved["idx"], vals, axis=axis)
-        return g.reshape(self.shape)
+        gx = np.zeros(self.flat_shape, dtype=gy.dtype)
+        vals = gy.reshape(self.saved["idx"].shape)  # y's shape -> idx's (the axis kept as 1)
+        np.put_along_axis(gx, self.saved["idx"], vals, axis=axis)
+        return gx.reshape(self.x_shape)  # flat_shape -> x_shape
 
 
 class Reshape(Function):
@@ -89,14 +90,14 @@ class Reshape(Function):
     shape: tuple[int, ...]
 
     def forward(self, x):
-        self.in_shape = x.shape
+        self.x_shape = x.shape
         try:
             if x.flags.c_contiguous:
-                return x.reshape(self.shape)  # a view
+                return x.reshape(self.shape)  # x_shape -> shape, a view
             # NumPy would copy into a fresh array; copy into a pooled one instead.
             y = workspace.empty(x.shape, x.dtype)
             parallel.copyto(y, x)
-            return y.reshape(self.shape)
+            return y.reshape(self.shape)  # x_shape -> shape
         except ValueError:
             raise ValueError(
                 f"reshape: cannot reshape input of shape {x.shape} ({x.size} elements) "
@@ -104,7 +105,7 @@ class Reshape(Function):
             ) from None
 
     def backward(self, gy):
-        return gy.reshape(self.in_shape)
+        return gy.reshape(self.x_shape)  # shape -> x_shape
 
 
 class Transpose(Function):
@@ -119,12 +120,12 @@ class Transpose(Function):
                 f"transpose: axes {self.axes} are not a permutation of the {x.ndim} dims of "
                 f"an input of shape {x.shape}"
             )
-        return np.transpose(x, self.axes)
+        return np.transpose(x, self.axes)  # x_shape -> x_shape permuted by axes
 
     def backward(self, gy):
         if self.axes is None:
-            return np.transpose(gy)
-        return np.transpose(gy, np.argsort([a % gy.ndim for a in self.axes]))
+            return np.transpose(gy)  # reversed dims, reversed back
+        return np.transpose(gy, np.argsort([a % gy.ndim for a in self.axes]))  # the inverse
 
 
 def _is_basic_index(index: Any) -> bool:
@@ -140,16 +141,16 @@ class GetItem(Function):
     index: Any
 
     def forward(self, x):
-        self.shape = x.shape
+        self.x_shape = x.shape
         try:
             return np.asarray(x[self.index])
         except IndexError as e:
             raise IndexError(f"getitem: {e} (input shape {x.shape})") from None
 
     def backward(self, gy):
-        g = np.zeros(self.shape, dtype=gy.dtype)
+        gx = np.zeros(self.x_shape, dtype=gy.dtype)
         if _is_basic_index(self.index):
-            g[self.index] = gy
+            gx[self.index] = gy
         else:
-            np.add.at(g, self.index, gy)
-        return g
+            np.add.at(gx, self.index, gy)
+        return gx

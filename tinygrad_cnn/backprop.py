@@ -1,0 +1,273 @@
+"""The engine's back half: the backward walk behind ``Tensor.backward`` and ``grad``.
+
+Gradients flow from the roots to the leaves in reverse topological order. Intermediate
+gradients live in a local dict and are dropped as soon as they are used; leaves accumulate
+into ``.grad`` (PyTorch semantics), and ``grad`` returns gradients without touching ``.grad``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .autograd import Function, _state, no_grad, unbroadcast, workspace
+
+if TYPE_CHECKING:
+    from .tensor import Tensor
+
+
+def toposort(root: Tensor) -> list[Tensor]:
+    """Tensors of the graph ending at ``root``, inputs before outputs. Iterative, O(nodes)."""
+    return toposort_many((root,))
+
+
+def toposort_many(roots: tuple[Tensor, ...]) -> list[Tensor]:
+    """Tensors of the graphs ending at ``roots``, inputs before outputs, each once."""
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    for root in roots:
+        if id(root) in visited:
+            continue
+        visited.add(id(root))
+        stack: list[tuple[Tensor, Iterator[Tensor]]] = [(root, _parents_iter(root))]
+        while stack:
+            node, it = stack[-1]
+            for parent in it:
+                if id(parent) not in visited:
+                    visited.add(id(parent))
+                    stack.append((parent, _parents_iter(parent)))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def _parents_iter(t: Tensor) -> Iterator[Tensor]:
+    ctx = t._ctx
+    return iter(ctx.parents) if ctx is not None else iter(())
+
+
+def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
+    """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
+
+    Intermediate gradients live in a local dict and are dropped as soon as they are used
+    (tensors that called ``retain_grad()`` keep theirs). The graph's saved arrays are freed
+    afterwards unless ``retain_graph`` is True.
+    """
+    if not root.requires_grad:
+        raise RuntimeError(
+            "backward: this tensor does not require grad and has no graph; create inputs "
+            "with requires_grad=True (and not under no_grad())"
+        )
+    _run((root,), (_root_grad("backward", root, grad),), retain_graph, wanted=None)
+
+
+def grad(
+    outputs: Tensor | tuple[Tensor, ...] | list[Tensor],
+    inputs: Tensor | tuple[Tensor, ...] | list[Tensor],
+    grad_outputs: Any = None,
+    *,
+    retain_graph: bool | None = None,
+    create_graph: bool = False,
+    allow_unused: bool = False,
+) -> tuple[np.ndarray | None, ...]:
+    """Gradients of ``outputs`` with respect to ``inputs``, without touching any ``.grad``.
+
+    Parameters
+    ----------
+    outputs : Tensor or sequence of Tensor
+        What to differentiate; a non-scalar output needs its entry in ``grad_outputs``.
+    inputs : Tensor or sequence of Tensor
+        Leaves or intermediate tensors of the graph.
+    grad_outputs : array or sequence, optional
+        The upstream gradient of each output (ones for a scalar when None).
+    retain_graph : bool, optional
+        Keep the graph for another backward; defaults to ``create_graph``.
+    allow_unused : bool
+        Return None for an input the outputs do not depend on, instead of raising.
+
+    Returns
+    -------
+    tuple
+        One gradient per input, shaped like it.
+    """
+    if create_graph:
+        raise NotImplementedError("grad: create_graph=True (higher order) is not available yet")
+    outs = _as_tuple("grad", "outputs", outputs)
+    ins = _as_tuple("grad", "inputs", inputs)
+    if grad_outputs is None or not isinstance(grad_outputs, tuple | list):
+        gos: tuple[Any, ...] = (
+            (grad_outputs,) * len(outs) if grad_outputs is None else (grad_outputs,)
+        )
+    else:
+        gos = tuple(grad_outputs)
+    if len(gos) != len(outs):
+        raise ValueError(f"grad: got {len(gos)} grad_outputs for {len(outs)} outputs")
+    for i, t in enumerate(ins):
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: input {i} (shape {t.shape}) does not require grad")
+    for i, t in enumerate(outs):
+        if not t.requires_grad:
+            raise RuntimeError(f"grad: output {i} (shape {t.shape}) does not require grad")
+    roots = tuple(_root_grad("grad", t, g) for t, g in zip(outs, gos, strict=True))
+    wanted: dict[int, np.ndarray | None] = {id(t): None for t in ins}
+    _run(outs, roots, bool(retain_graph), wanted=wanted)
+    result = tuple(wanted[id(t)] for t in ins)
+    for i, (t, g) in enumerate(zip(ins, result, strict=True)):
+        if g is None and not allow_unused:
+            raise RuntimeError(
+                f"grad: input {i} (shape {t.shape}) was not used to compute the outputs; "
+                "pass allow_unused=True to get None for it"
+            )
+    return result
+
+
+def _as_tuple(op: str, what: str, x: Any) -> tuple[Tensor, ...]:
+    from .tensor import Tensor
+
+    xs = (x,) if isinstance(x, Tensor) else tuple(x)
+    for i, t in enumerate(xs):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{op}: {what}[{i}] must be a Tensor, got {type(t).__name__}")
+    return xs
+
+
+def _root_grad(op: str, root: Tensor, grad: Any) -> np.ndarray:
+    """The upstream gradient of ``root``: ones for a scalar, else ``grad`` checked."""
+    if root._ctx is not None and root._ctx.freed:
+        raise RuntimeError(
+            f"{op}: the graph was already freed by an earlier backward(); call "
+            "backward(retain_graph=True) the first time to backpropagate twice"
+        )
+    if grad is None:
+        if root.size != 1:
+            raise RuntimeError(
+                f"{op}: grad can be omitted only for a scalar output, got shape {root.shape}; "
+                "pass a gradient with that shape"
+            )
+        return np.ones(root.shape, dtype=root.dtype)
+    gy = np.asarray(grad._data if hasattr(grad, "_ctx") else grad)
+    if gy.shape != root.shape:
+        raise ValueError(f"{op}: grad has shape {gy.shape}, expected {root.shape}")
+    if gy.dtype.kind not in "fiub":
+        raise TypeError(f"{op}: grad must be numeric, got dtype {gy.dtype}")
+    return gy.astype(root.dtype, copy=False)
+
+
+def _run(
+    roots: tuple[Tensor, ...],
+    root_grads: tuple[np.ndarray, ...],
+    retain_graph: bool,
+    wanted: dict[int, np.ndarray | None] | None,
+) -> None:
+    """The backward walk. With ``wanted`` (``grad``), the gradients of those tensors are put
+    there and no ``.grad`` is touched; without it, leaves accumulate into ``.grad``."""
+    grads: dict[int, np.ndarray] = {}
+    for r, g in zip(roots, root_grads, strict=True):
+        grads[id(r)] = g if id(r) not in grads else grads[id(r)] + g
+    # The walk holds leaves and tensors with hooks, but only (id, op) of other intermediate
+    # tensors: an activation nobody else holds is then freed as soon as the ops that used it
+    # are done (``free`` drops their inputs), and its buffer serves the gradients to come.
+    walk = [
+        (id(t), t._ctx, t if t._ctx is None or t._hooks is not None else None)
+        for t in reversed(toposort_many(roots))
+    ]
+    op_hooks = _state.hooks.backward
+    with no_grad():
+        for key, ctx, t in walk:
+            g = grads.pop(key, None)
+            if t is not None and g is not None:
+                if t._hooks is not None:
+                    g = t._run_hooks(g)
+                if wanted is not None:
+                    if key in wanted:
+                        wanted[key] = g
+                elif ctx is None:
+                    if t.requires_grad:
+                        _accumulate(t, g)
+                elif t._hooks is not None and t._hooks.retains_grad:
+                    _accumulate(t, g)
+            elif wanted is not None and g is not None and key in wanted:
+                wanted[key] = g
+            if ctx is None:
+                continue
+            if ctx.freed:
+                raise RuntimeError(
+                    f"backward: the graph through {ctx.name} was already freed by an earlier "
+                    "backward(); use retain_graph=True"
+                )
+            if g is not None:
+                _backward_op(ctx, g, grads, op_hooks)
+            if not retain_graph:
+                ctx.free()
+
+
+def _backward_op(
+    ctx: Function, gy: np.ndarray, grads: dict[int, np.ndarray], op_hooks: tuple
+) -> None:
+    """Run one op's backward and add its input gradients to ``grads`` (a function of its
+    own, so that its locals, inputs included, are released when it returns)."""
+    versions = getattr(ctx, "_versions", None)
+    if versions is not None:
+        _check_versions(ctx, versions)
+    gxs = ctx.backward(gy)
+    if not isinstance(gxs, tuple):
+        gxs = (gxs,)
+    for hook in op_hooks:
+        replaced = hook(ctx, gy, gxs)
+        if replaced is not None:
+            gxs = tuple(replaced)
+    parents = ctx.parents
+    if len(gxs) != len(parents):
+        raise RuntimeError(
+            f"{ctx.name}.backward returned {len(gxs)} gradient(s) for {len(parents)} input(s); "
+            "return one per input (None where needs_input_grad is False)"
+        )
+    for i, (parent, need, gx) in enumerate(zip(parents, ctx.needs_input_grad, gxs, strict=True)):
+        if not need or gx is None:
+            continue
+        if not isinstance(gx, np.ndarray):
+            gx = np.asarray(gx)
+        if gx.shape != parent.shape:
+            try:
+                gx = unbroadcast(gx, parent.shape)
+            except ValueError:
+                raise RuntimeError(
+                    f"{ctx.name}.backward returned a gradient of shape {gx.shape} for input "
+                    f"{i}, whose shape is {parent.shape}"
+                ) from None
+        if gx.dtype != parent.dtype:
+            gx = gx.astype(parent.dtype)
+        prev = grads.get(id(parent))
+        grads[id(parent)] = gx if prev is None else prev + gx
+
+
+def _check_versions(ctx: Function, versions: tuple[int, ...]) -> None:
+    """Raise when an array that ``ctx`` saved for backward was changed in place since."""
+    for i, (parent, v) in enumerate(zip(ctx.parents, versions, strict=True)):
+        if parent._version[0] != v:
+            name = f" {parent.name!r}" if parent.name else ""
+            raise RuntimeError(
+                f"backward: input {i} of {ctx.name} (tensor{name}, shape {parent.shape}) was "
+                f"changed in place after {ctx.name} saved it for backward (version {v} -> "
+                f"{parent._version[0]}), so its gradient would be wrong. Change it after "
+                "backward(), or compute on a copy"
+            )
+    cell, v = ctx._out_version
+    if cell[0] != v:
+        raise RuntimeError(
+            f"backward: the output of {ctx.name} was changed in place after {ctx.name} saved "
+            f"it for backward (version {v} -> {cell[0]}), so its gradient would be wrong"
+        )
+
+
+def _accumulate(t: Tensor, g: np.ndarray) -> None:
+    """PyTorch semantics: the first gradient is copied in, later ones are added in place."""
+    if t.grad is None:
+        t.grad = workspace.empty(t.shape, t.dtype)
+        np.copyto(t.grad, g, casting="unsafe")
+    else:
+        np.add(t.grad, g, out=t.grad)
