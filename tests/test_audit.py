@@ -7,7 +7,8 @@ import pytest
 
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import Function, Tensor
-from tinygrad_cnn.audit import audit_command, audit_graph
+from tinygrad_cnn.audit import audit_graph
+from tinygrad_cnn.cli import main
 from tinygrad_cnn.nn import SimpleConvNet
 
 
@@ -163,6 +164,33 @@ def test_audit_of_a_freed_graph_raises():
 
 
 def test_audit_command_on_embedded_data(capsys):
-    assert audit_command() == 0
+    assert main(["audit"]) == 0
     out = capsys.readouterr().out
     assert "8 ops: 8 ok, 0 failed, 0 skipped" in out and "(100,1,28,28)" in out
+
+
+class AuditTestRamp(Function):
+    """max(x, 0) written by a user, with its kink at 0 declared through ``kinks``."""
+
+    def forward(self, x):
+        self.save(x=x)
+        return np.maximum(x, 0)
+
+    def backward(self, gy):
+        return gy * (self.saved["x"] > 0)
+
+    def kinks(self, x, margin):
+        return [np.abs(x) <= margin]
+
+
+class AuditTestRampUndeclared(AuditTestRamp):
+    def kinks(self, x, margin):
+        return None
+
+
+def test_a_user_op_declares_its_kinks_and_audits_clean():
+    x = Tensor(np.array([-1.5, 0.0, 2.0, 0.0, 0.5]), requires_grad=True)
+    declared = audit_graph(AuditTestRamp.apply(x).sum()).rows[0]
+    assert declared.status == "ok" and declared.note.startswith("2 of 5")
+    # Without the declaration the finite differences straddle the kink: a false alarm.
+    assert audit_graph(AuditTestRampUndeclared.apply(x).sum()).rows[0].status == "FAIL"

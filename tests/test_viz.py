@@ -15,11 +15,11 @@ import pytest
 
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import Function, Tensor
+from tinygrad_cnn.cli import main
 from tinygrad_cnn.nn import SimpleConvNet
 from tinygrad_cnn.viz import (
     GraphvizNotFoundError,
     draw_graph,
-    graph_command,
     op_label,
     plot_module,
     render_graph,
@@ -260,12 +260,10 @@ def test_plot_module_and_graph_command(tmp_path, capsys):
     src = plot_module(net, x, tmp_path / "m.dot", t=[0, 1], show_grads=True).read_text()
     assert src.count("|grad| = ") == 6 + 8 and net.conv1.weight.grad is None
     assert "SoftmaxCrossEntropy" not in plot_module(net, x, tmp_path / "p.dot").read_text()
-    graph_command(str(tmp_path / "cli.dot"), grads=True)
+    assert main(["graph", "--grads", "--out", str(tmp_path / "cli.dot")]) == 0
     out = capsys.readouterr().out
     assert "24 nodes, 23 edges" in out and str(tmp_path / "cli.dot") in out
     assert (tmp_path / "cli.dot").read_text().count("|grad| = ") == 6 + 8
-    with pytest.raises(ValueError, match="unknown model"):
-        graph_command(str(tmp_path / "x.dot"), grads=False, model="lenet")
 
 
 class VizTestScale(Function):

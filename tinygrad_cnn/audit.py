@@ -13,7 +13,6 @@ small. It works for any ``Function`` subclass, including yours:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,52 +20,12 @@ from typing import Any
 import numpy as np
 
 from .autograd import Function, enable_grad
-from .ops import conv as _conv
-from .ops import elementwise as _ew
-from .ops import pool as _pool
-from .ops import shape as _shape
 from .tensor import Tensor
 from .viz import graph_tensors, node_ids, op_label
 
-__all__ = ["AuditRow", "AuditReport", "audit_graph", "audit_command", "KINKS"]
+__all__ = ["AuditRow", "AuditReport", "audit_graph"]
 
 Masks = list[np.ndarray | None]
-
-
-# ------------------------------------------------------------------------------ kinks
-def _relu_kinks(fn: Function, xs: Sequence[np.ndarray], margin: float) -> Masks:
-    return [np.abs(xs[0]) <= margin]
-
-
-def _near_ties(v: np.ndarray, axis: Any, margin: float) -> np.ndarray:
-    """Elements within ``margin`` of their group's max, in groups where two or more are."""
-    near = v.max(axis=axis, keepdims=True) - v <= margin
-    return near & (near.sum(axis=axis, keepdims=True) >= 2)
-
-
-def _max_kinks(fn: Function, xs: Sequence[np.ndarray], margin: float) -> Masks:
-    x = xs[0]
-    if fn.axis is None:
-        return [_near_ties(x.reshape(-1), 0, 2 * margin).reshape(x.shape)]
-    return [_near_ties(x, fn.axis, 2 * margin)]
-
-
-def _maxpool_kinks(fn: Function, xs: Sequence[np.ndarray], margin: float) -> Masks:
-    x = xs[0]
-    kernel, stride, padding = fn.kernel, fn.stride, fn.padding
-    out = _conv.check_geometry("max_pool2d", x.shape, kernel, stride, padding)
-    view = _conv.windows(_conv._pad(x, padding, -np.inf), kernel, stride, out)
-    ties = _near_ties(view, (4, 5), 2 * margin).astype(np.float64)  # (N, C, OH, OW, KH, KW)
-    return [_conv.fold(ties, x.shape, kernel, stride, padding) > 0]
-
-
-#: Op class -> ``detector(fn, input_arrays, margin)`` returning, per input, a boolean mask of the
-#: elements where the op is not differentiable (or None). Register your own kinked ops here.
-KINKS: dict[type[Function], Callable[[Function, Sequence[np.ndarray], float], Masks]] = {
-    _ew.ReLU: _relu_kinks,
-    _shape.Max: _max_kinks,
-    _pool.MaxPool2d: _maxpool_kinks,
-}
 
 
 # ------------------------------------------------------------------------------ audit
@@ -143,9 +102,9 @@ class AuditReport:
 
     def render(self, path: str | Path, **kwargs: Any) -> Path:
         """Write the graph with failing op nodes in red (format from the extension)."""
-        from .viz import _write
+        from .viz import save_graph
 
-        return _write(self.draw(**kwargs), path)
+        return save_graph(self.draw(**kwargs), path)
 
 
 def audit_graph(
@@ -155,7 +114,7 @@ def audit_graph(
 
     Each op is re-run as ``type(fn).apply(*inputs, **fn.attrs())`` on float64 copies of its
     recorded inputs (inputs that needed no gradient stay constants). Elements sitting on a
-    kink (ReLU at 0, max/max-pool ties; see ``KINKS``) are held fixed, and the row says so.
+    kink (ReLU at 0, max/max-pool ties; see ``Function.kinks``) are held fixed, and the row says so.
 
     Parameters
     ----------
@@ -195,8 +154,7 @@ def _check_op(
     arrays = [p.numpy().astype(np.float64) if p.dtype.kind == "f" else p.numpy()
               for p in fn.parents]  # fmt: skip
     need = fn.needs_input_grad
-    detector = next((KINKS[c] for c in cls.__mro__ if c in KINKS), None)
-    masks: Masks = list(detector(fn, arrays, 10 * eps)) if detector else [None] * len(arrays)
+    masks: Masks = list(fn.kinks(*arrays, margin=10 * eps) or [None] * len(arrays))
     # An input with kinks is reparametrized as x0 + z * keep with z = 0, so the random
     # directions of both tests never move an element that sits on a kink.
     keep = {i: (~m).astype(np.float64) for i, m in enumerate(masks) if need[i] and m is not None}
@@ -229,16 +187,3 @@ def _check_op(
     if not error <= rtol:
         return error, check, "FAIL", f"dot-product test off by {error:.1e} > rtol={rtol:g}"
     return error, check, "ok", note
-
-
-def audit_command() -> int:
-    """``tinygrad-cnn audit``: audit SimpleConvNet's loss graph on 100 bundled images."""
-    from .data import load_mnist_mini
-    from .nn import SimpleConvNet
-
-    (x, t), _ = load_mnist_mini()
-    loss = SimpleConvNet(seed=0).loss(x[:100], t[:100])
-    report = audit_graph(loss)
-    print("gradient audit of SimpleConvNet (seed 0) on 100 mini-MNIST images, float64")
-    print(report)
-    return 0 if report.ok else 1

@@ -206,6 +206,16 @@ class Function:
     def backward(self, gy: np.ndarray) -> tuple[np.ndarray | None, ...] | np.ndarray | None:
         raise NotImplementedError(f"{type(self).__name__}: define backward(self, gy)")
 
+    def kinks(self, *xs: np.ndarray, margin: float) -> list[np.ndarray | None] | None:
+        """Where this op is not differentiable, for gradient checks on real data.
+
+        Given the input arrays, return one boolean mask per input marking the elements within
+        ``margin`` of a kink (ReLU at 0, a tie for a max), or None for an input without
+        kinks; return None (the default) when the op is differentiable everywhere. The audit
+        and the layer checks hold those elements fixed instead of reporting false alarms.
+        """
+        return None
+
     @property
     def name(self) -> str:
         return type(self).__name__

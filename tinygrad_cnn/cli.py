@@ -234,13 +234,12 @@ def _describe(params: str | None) -> str:
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
-    from .viz import draw_graph, render_graph
+    from .viz import draw_graph, save_graph
 
     _, loss = _demo_loss(args.model, args.params)
-    if args.grads:
-        loss.backward(retain_graph=True)
-    path = render_graph(loss, args.out, show_grads=args.grads)
-    source = draw_graph(loss, show_grads=args.grads).source
+    graph = draw_graph(loss, show_grads=args.grads)
+    path = save_graph(graph, args.out)
+    source = graph.source
     nodes = len(re.findall(r"^\s*n\d+ \[", source, flags=re.M))
     edges = len(re.findall(r"^\s*n\d+ -> n\d+", source, flags=re.M))
     print(

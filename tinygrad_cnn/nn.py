@@ -13,6 +13,7 @@ import numpy as np
 from . import functional as F
 from . import parallel
 from .autograd import RemovableHandle, module_scope, no_grad
+from .io import check_state_dict
 from .ops.conv import pair
 from .tensor import Tensor
 
@@ -113,21 +114,9 @@ class Module:
         nothing is changed unless every entry fits.
         """
         params = dict(self.named_parameters())
-        missing = [k for k in params if k not in state]
-        extra = [k for k in state if k not in params]
-        if strict and (missing or extra):
-            raise ValueError(
-                f"load_state_dict: missing parameters {missing}, unexpected entries {extra}"
-            )
-        for name, p in params.items():
-            if name in state and np.shape(state[name]) != p.shape:
-                raise ValueError(
-                    f"load_state_dict: {name} has shape {np.shape(state[name])} in the state, "
-                    f"but the parameter has shape {p.shape}"
-                )
-        for name, p in params.items():
-            if name in state:
-                np.copyto(p.data, state[name], casting="unsafe")
+        checked = check_state_dict({n: p.numpy() for n, p in params.items()}, state, strict)
+        for name, array in checked.items():
+            np.copyto(params[name].data, array)
 
     # ---------------------------------------------------------------- calling
     def forward(self, *args: Any) -> Tensor:

@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from . import parallel
+from .tracked import written
 
 __all__ = [
     "Optimizer",
@@ -134,9 +135,9 @@ class Optimizer:
         """Apply one update to every parameter whose ``.grad`` is not None."""
         wd = float(self.weight_decay)
         for i, p in enumerate(self.params):
-            g, w = p.grad, p.data
-            if g is None:
+            if p.grad is None:
                 continue
+            g, w = p.grad, written(p.data)  # one version bump, then plain NumPy
             if g.shape != w.shape or g.dtype != w.dtype:
                 raise ValueError(
                     f"{_label(i, p)}: grad is {g.shape} {g.dtype}, data is {w.shape} {w.dtype}"

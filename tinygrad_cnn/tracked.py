@@ -103,3 +103,13 @@ def tracked_view(a: np.ndarray, version: list[int]) -> TrackedArray:
     v = a.view(TrackedArray)
     v._version = version
     return v
+
+
+def written(a: np.ndarray) -> np.ndarray:
+    """Count one write to ``a`` (e.g. a parameter's ``.data``) and return a plain view of it.
+
+    For code that updates an array in place many times in a row (an optimizer step): one
+    version bump, then NumPy at full speed on the plain view.
+    """
+    _bump(a)
+    return a.view(np.ndarray) if isinstance(a, TrackedArray) else a

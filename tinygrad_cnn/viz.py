@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from .nn import Module
 
 __all__ = [
-    "GraphvizNotFoundError", "draw_graph", "render_graph", "plot_module", "graph_command",
-    "graph_tensors", "op_label",
+    "GraphvizNotFoundError", "draw_graph", "render_graph", "save_graph", "plot_module",
+    "grad_norms", "graph_tensors", "op_label",
 ]  # fmt: skip
 
 #: File extension -> Graphviz output format; ``.dot``/``.gv`` write the source itself.
@@ -293,10 +293,11 @@ def render_graph(roots: Tensor | Sequence[Tensor], path: str | Path, **kwargs: A
     program needed). The file is replaced atomically. ``kwargs`` go to :func:`draw_graph`.
     """
     roots = (roots,) if isinstance(roots, Tensor) else tuple(roots)
-    return _write(draw_graph(*roots, **kwargs), path)
+    return save_graph(draw_graph(*roots, **kwargs), path)
 
 
-def _write(graph: graphviz.Digraph, path: str | Path) -> Path:
+def save_graph(graph: graphviz.Digraph, path: str | Path) -> Path:
+    """Write a drawn graph to ``path`` (format from the extension, as ``render_graph``)."""
     path = Path(path)
     fmt = FORMATS.get(path.suffix.lower())
     if fmt is None:
@@ -331,26 +332,6 @@ def plot_module(module: Module, x: Any, path: str | Path, t: Any = None, **kwarg
         raise ValueError("plot_module: show_grads=True needs labels t to compute a loss")
     root = module(x) if t is None else module.loss(x, t)
     return render_graph(root, path, **kwargs)
-
-
-def graph_command(out: str, grads: bool, model: str = "simpleconvnet") -> None:
-    """``tinygrad-cnn graph``: draw the loss graph of SimpleConvNet on 100 bundled images."""
-    from .data import load_mnist_mini
-    from .nn import SimpleConvNet
-
-    if model != "simpleconvnet":
-        raise ValueError(f"graph: unknown model {model!r}; available: simpleconvnet")
-    (x, t), _ = load_mnist_mini()
-    net = SimpleConvNet(seed=0)
-    loss = net.loss(x[:100], t[:100])
-    if grads:
-        loss.backward(retain_graph=True)
-    graph, nodes, edges = _build((loss,), show_grads=grads)
-    path = _write(graph, out)
-    print(
-        f"wrote {path}: SimpleConvNet loss graph on 100 mini-MNIST images, {nodes} nodes, "
-        f"{edges} edges (loss {loss.item():.4f})"
-    )
 
 
 def _graphviz() -> Any:

@@ -90,7 +90,6 @@ def pad2d(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
     return xp
 
 
-_pad = pad2d  # the old private name, kept until every caller uses ``pad2d``
 
 
 # ---------------------------------------------------------------------------- the one im2col

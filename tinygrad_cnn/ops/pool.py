@@ -7,6 +7,7 @@ import numpy as np
 from .. import parallel
 from ..autograd import Function, memory_order, workspace
 from .conv import Pair, check_geometry, fold, pad2d, tap, windows
+from .shape import near_ties
 
 
 class MaxPool2d(Function):
@@ -60,6 +61,12 @@ class MaxPool2d(Function):
         self.save(idx=idx)
         self.x_shape = x.shape
         return y
+
+    def kinks(self, x, margin):
+        out = check_geometry("max_pool2d", x.shape, self.kernel, self.stride, self.padding)
+        view = windows(pad2d(x, self.padding, -np.inf), self.kernel, self.stride, out)
+        ties = near_ties(view, (4, 5), 2 * margin).astype(np.float64)  # (N, C, OH, OW, KH, KW)
+        return [fold(ties, x.shape, self.kernel, self.stride, self.padding) > 0]  # -> x_shape
 
     def backward(self, gy):
         idx = self.saved["idx"]

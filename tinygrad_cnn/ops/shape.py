@@ -59,6 +59,12 @@ class Mean(Function):
         return np.broadcast_to(gx, self.x_shape)  # reduced axes of length 1 -> x_shape
 
 
+def near_ties(v: np.ndarray, axis: Any, margin: float) -> np.ndarray:
+    """Elements within ``margin`` of their group's max, in groups where two or more are."""
+    near = v.max(axis=axis, keepdims=True) - v <= margin
+    return near & (near.sum(axis=axis, keepdims=True) >= 2)
+
+
 class Max(Function):
     """Max over one axis (or all). The gradient goes to the first maximal element."""
 
@@ -76,6 +82,11 @@ class Max(Function):
         if self.axis is None:  # (1,) -> (1,) * ndim or ()
             return y.reshape((1,) * x.ndim) if self.keepdims else y.reshape(())
         return y if self.keepdims else np.squeeze(y, axis)
+
+    def kinks(self, x, margin):
+        if self.axis is None:
+            return [near_ties(x.reshape(-1), 0, 2 * margin).reshape(x.shape)]
+        return [near_ties(x, self.axis, 2 * margin)]
 
     def backward(self, gy):
         axis = 0 if self.axis is None else self.axis
