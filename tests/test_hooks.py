@@ -209,3 +209,13 @@ def test_op_hook_exceptions_propagate_and_handles_remove():
     leaf(1.0) * 2.0
     with pytest.raises(TypeError, match="must be callable"):
         on_op_backward(None)
+
+
+# ----------------------------------------------------------------------------- module scope
+def test_a_shape_error_inside_a_module_names_the_layer():
+    net = SimpleConvNet(seed=0)
+    with pytest.raises(ValueError, match=r"\(in module SimpleConvNet\.conv1\)"):
+        net.predict(np.zeros((2, 3, 28, 28), np.float32))  # 3 channels for a 1-channel conv
+    with pytest.raises(ValueError) as info:
+        F.conv2d(Tensor(np.zeros((1, 3, 8, 8))), Tensor(np.zeros((2, 1, 3, 3))))
+    assert "in module" not in str(info.value)  # outside any module: the op's own message

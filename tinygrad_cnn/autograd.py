@@ -178,7 +178,8 @@ class Function:
 
     Keyword arguments given to ``apply`` become attributes (``self.stride`` etc.); ``attrs()``
     returns them, so ``type(fn).apply(*inputs, **fn.attrs())`` runs the same op again.
-    ``scope`` is the dotted path of the modules that were being called when the op ran.
+    ``scope`` is the dotted path of the modules that were being called when the op ran; a
+    ValueError or TypeError raised by ``forward`` inside a module names that path.
     """
 
     registry: ClassVar[dict[str, type[Function]]] = {}
@@ -255,7 +256,12 @@ class Function:
         grad_on = state.grad_enabled
         fn.needs_input_grad = tuple(grad_on and t.requires_grad for t in tensors)
         fn.saved = {}
-        out = fn.forward(*(t._data for t in tensors))
+        try:
+            out = fn.forward(*(t._data for t in tensors))
+        except (ValueError, TypeError) as e:  # name the layer a shape error happened in
+            if state.scope and e.args and isinstance(e.args[0], str):
+                e.args = (f"{e.args[0]} (in module {'.'.join(state.scope)})", *e.args[1:])
+            raise
         requires_grad = any(fn.needs_input_grad)
         result = Tensor(out, requires_grad=requires_grad)
         if requires_grad:
