@@ -22,7 +22,7 @@ FLOORS: dict[str, int] = {
     "ops": 2,
     "functional": 3,
     "tensor": 4,
-    "nn": 5, "optim": 5,
+    "nn": 5, "optim": 5, "transforms": 5,
     "models": 6,
     "data": 7, "datasets": 7, "train": 7, "monitor": 7,
     "viz": 8, "audit": 8, "anomaly": 8, "testing": 8, "strategies": 8, "book": 8,

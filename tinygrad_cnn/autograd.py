@@ -207,6 +207,17 @@ class Function:
     def backward(self, gy: np.ndarray) -> tuple[np.ndarray | None, ...] | np.ndarray | None:
         raise NotImplementedError(f"{type(self).__name__}: define backward(self, gy)")
 
+    def backward_graph(self, gy: Tensor) -> Any:
+        """The backward written with Tensor ops, used by ``create_graph=True`` (higher order).
+
+        ``gy`` is a Tensor; the inputs are the Tensors ``self.parents``, and arrays saved by
+        ``forward`` may be used as constants where the gradient is locally constant in them
+        (a ReLU mask, a max-pool argmax). Return one Tensor (or None) per input, like
+        ``backward``. An op without it can be differentiated once: its gradient is then a
+        constant, and differentiating through it again raises an error naming the op.
+        """
+        raise NotImplementedError
+
     def kinks(self, *xs: np.ndarray, margin: float) -> list[np.ndarray | None] | None:
         """Where this op is not differentiable, for gradient checks on real data.
 
@@ -278,6 +289,20 @@ class Function:
         return result
 
 
+def reduced_axes(g_shape: tuple[int, ...], shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes to sum (keeping dims) so that a gradient of ``g_shape`` that came from
+    broadcasting ``shape`` gets that shape back (leading axes first).
+
+    Raises ``ValueError`` when ``g_shape`` cannot have come from broadcasting ``shape``.
+    """
+    extra = len(g_shape) - len(shape)
+    if extra < 0 or any(n != 1 and m != n for n, m in zip(shape, g_shape[extra:], strict=True)):
+        raise ValueError(f"cannot reduce a gradient of shape {g_shape} to shape {shape}")
+    return tuple(range(extra)) + tuple(
+        i + extra for i, n in enumerate(shape) if n == 1 and g_shape[i + extra] != 1
+    )
+
+
 def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """Sum ``g`` down to ``shape``, undoing NumPy broadcasting (the adjoint of broadcast_to).
 
@@ -285,13 +310,6 @@ def unbroadcast(g: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     """
     if g.shape == shape:
         return g
-    extra = g.ndim - len(shape)
-    if extra < 0 or any(n != 1 and m != n for n, m in zip(shape, g.shape[extra:], strict=True)):
-        raise ValueError(f"cannot reduce a gradient of shape {g.shape} to shape {shape}")
-    axes = tuple(range(extra)) + tuple(
-        i + extra for i, n in enumerate(shape) if n == 1 and g.shape[i + extra] != 1
-    )
+    axes = reduced_axes(g.shape, shape)
     out = g.sum(axis=axes, keepdims=True) if axes else g
-    if extra:
-        out = out.reshape(out.shape[extra:])
-    return out
+    return out.reshape(shape) if out.shape != shape else out

@@ -12,7 +12,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autograd import Function, _state, no_grad, unbroadcast, workspace
+from .autograd import (
+    Function,
+    _state,
+    enable_grad,
+    no_grad,
+    reduced_axes,
+    unbroadcast,
+    workspace,
+)
 
 if TYPE_CHECKING:
     from .tensor import Tensor
@@ -50,19 +58,25 @@ def _parents_iter(t: Tensor) -> Iterator[Tensor]:
     return iter(ctx.parents) if ctx is not None else iter(())
 
 
-def backward(root: Tensor, grad: Any = None, retain_graph: bool = False) -> None:
+def backward(
+    root: Tensor, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False
+) -> None:
     """Accumulate d(root)/d(leaf) into ``leaf.grad`` for every leaf that requires grad.
 
     Intermediate gradients live in a local dict and are dropped as soon as they are used
     (tensors that called ``retain_grad()`` keep theirs). The graph's saved arrays are freed
-    afterwards unless ``retain_graph`` is True.
+    afterwards unless ``retain_graph`` is True (it defaults to ``create_graph``). With
+    ``create_graph=True`` the gradients are computed with Tensor ops, so they carry a graph of
+    their own, and ``.grad`` holds a ``Tensor`` (see ``grad`` for details).
     """
     if not root.requires_grad:
         raise RuntimeError(
             "backward: this tensor does not require grad and has no graph; create inputs "
             "with requires_grad=True (and not under no_grad())"
         )
-    _run((root,), (_root_grad("backward", root, grad),), retain_graph, wanted=None)
+    keep = create_graph if retain_graph is None else bool(retain_graph)
+    gy = _root_grad("backward", root, grad, create_graph)
+    _run((root,), (gy,), keep, wanted=None, graph=create_graph)
 
 
 def grad(
@@ -73,7 +87,7 @@ def grad(
     retain_graph: bool | None = None,
     create_graph: bool = False,
     allow_unused: bool = False,
-) -> tuple[np.ndarray | None, ...]:
+) -> tuple[Any, ...]:
     """Gradients of ``outputs`` with respect to ``inputs``, without touching any ``.grad``.
 
     Parameters
@@ -86,16 +100,25 @@ def grad(
         The upstream gradient of each output (ones for a scalar when None).
     retain_graph : bool, optional
         Keep the graph for another backward; defaults to ``create_graph``.
+    create_graph : bool
+        Compute the gradients with Tensor ops, so that they carry a graph of their own and
+        can be differentiated again, to any order. Every built-in op supports it; a custom
+        op supports it by defining ``backward_graph`` (otherwise differentiating through its
+        gradient raises, naming the op).
     allow_unused : bool
         Return None for an input the outputs do not depend on, instead of raising.
 
     Returns
     -------
     tuple
-        One gradient per input, shaped like it.
+        One gradient per input, shaped like it: ndarrays, or Tensors with ``create_graph``.
+
+    Examples
+    --------
+    >>> x = Tensor([2.0], requires_grad=True)
+    >>> (dy,) = grad(x**3, x, create_graph=True)   # 3 x^2 = 12, as a Tensor
+    >>> (d2y,) = grad(dy, x)                       # 6 x = 12
     """
-    if create_graph:
-        raise NotImplementedError("grad: create_graph=True (higher order) is not available yet")
     outs = _as_tuple("grad", "outputs", outputs)
     ins = _as_tuple("grad", "inputs", inputs)
     if grad_outputs is None or not isinstance(grad_outputs, tuple | list):
@@ -112,9 +135,18 @@ def grad(
     for i, t in enumerate(outs):
         if not t.requires_grad:
             raise RuntimeError(f"grad: output {i} (shape {t.shape}) does not require grad")
-    roots = tuple(_root_grad("grad", t, g) for t, g in zip(outs, gos, strict=True))
-    wanted: dict[int, np.ndarray | None] = {id(t): None for t in ins}
-    _run(outs, roots, bool(retain_graph), wanted=wanted)
+    roots = tuple(_root_grad("grad", t, g, create_graph) for t, g in zip(outs, gos, strict=True))
+    if not allow_unused:  # refuse before the walk frees the graph
+        reachable = {id(t) for t in toposort_many(outs)}
+        for i, t in enumerate(ins):
+            if id(t) not in reachable:
+                raise RuntimeError(
+                    f"grad: input {i} (shape {t.shape}) was not used to compute the outputs; "
+                    "pass allow_unused=True to get None for it"
+                )
+    wanted: dict[int, Any] = {id(t): None for t in ins}
+    keep = create_graph if retain_graph is None else bool(retain_graph)
+    _run(outs, roots, keep, wanted=wanted, graph=create_graph)
     result = tuple(wanted[id(t)] for t in ins)
     for i, (t, g) in enumerate(zip(ins, result, strict=True)):
         if g is None and not allow_unused:
@@ -135,8 +167,11 @@ def _as_tuple(op: str, what: str, x: Any) -> tuple[Tensor, ...]:
     return xs
 
 
-def _root_grad(op: str, root: Tensor, grad: Any) -> np.ndarray:
-    """The upstream gradient of ``root``: ones for a scalar, else ``grad`` checked."""
+def _root_grad(op: str, root: Tensor, grad: Any, graph: bool = False) -> Any:
+    """The upstream gradient of ``root``: ones for a scalar, else ``grad`` checked. A Tensor
+    when ``graph`` (a Tensor given as ``grad`` is kept, with its own graph)."""
+    from .tensor import Tensor
+
     if root._ctx is not None and root._ctx.freed:
         raise RuntimeError(
             f"{op}: the graph was already freed by an earlier backward(); call "
@@ -148,24 +183,32 @@ def _root_grad(op: str, root: Tensor, grad: Any) -> np.ndarray:
                 f"{op}: grad can be omitted only for a scalar output, got shape {root.shape}; "
                 "pass a gradient with that shape"
             )
-        return np.ones(root.shape, dtype=root.dtype)
-    gy = np.asarray(grad._data if hasattr(grad, "_ctx") else grad)
+        gy = np.ones(root.shape, dtype=root.dtype)
+        return Tensor(gy) if graph else gy
+    if graph and isinstance(grad, Tensor) and grad.dtype == root.dtype:
+        if grad.shape != root.shape:
+            raise ValueError(f"{op}: grad has shape {grad.shape}, expected {root.shape}")
+        return grad
+    gy = np.asarray(grad._data if isinstance(grad, Tensor) else grad)
     if gy.shape != root.shape:
         raise ValueError(f"{op}: grad has shape {gy.shape}, expected {root.shape}")
     if gy.dtype.kind not in "fiub":
         raise TypeError(f"{op}: grad must be numeric, got dtype {gy.dtype}")
-    return gy.astype(root.dtype, copy=False)
+    gy = gy.astype(root.dtype, copy=False)
+    return Tensor(gy) if graph else gy
 
 
 def _run(
     roots: tuple[Tensor, ...],
-    root_grads: tuple[np.ndarray, ...],
+    root_grads: tuple[Any, ...],
     retain_graph: bool,
-    wanted: dict[int, np.ndarray | None] | None,
+    wanted: dict[int, Any] | None,
+    graph: bool = False,
 ) -> None:
     """The backward walk. With ``wanted`` (``grad``), the gradients of those tensors are put
-    there and no ``.grad`` is touched; without it, leaves accumulate into ``.grad``."""
-    grads: dict[int, np.ndarray] = {}
+    there and no ``.grad`` is touched; without it, leaves accumulate into ``.grad``. With
+    ``graph`` the gradients are Tensors computed by recorded ops (``create_graph``)."""
+    grads: dict[int, Any] = {}
     for r, g in zip(roots, root_grads, strict=True):
         grads[id(r)] = g if id(r) not in grads else grads[id(r)] + g
     # The walk holds leaves and tensors with hooks, but only (id, op) of other intermediate
@@ -176,7 +219,8 @@ def _run(
         for t in reversed(toposort_many(roots))
     ]
     op_hooks = _state.hooks.backward
-    with no_grad():
+    step, accumulate = (_graph_op, _accumulate_graph) if graph else (_backward_op, _accumulate)
+    with enable_grad() if graph else no_grad():
         for key, ctx, t in walk:
             g = grads.pop(key, None)
             if t is not None and g is not None:
@@ -187,9 +231,9 @@ def _run(
                         wanted[key] = g
                 elif ctx is None:
                     if t.requires_grad:
-                        _accumulate(t, g)
+                        accumulate(t, g)
                 elif t._hooks is not None and t._hooks.retains_grad:
-                    _accumulate(t, g)
+                    accumulate(t, g)
             elif wanted is not None and g is not None and key in wanted:
                 wanted[key] = g
             if ctx is None:
@@ -200,7 +244,7 @@ def _run(
                     "backward(); use retain_graph=True"
                 )
             if g is not None:
-                _backward_op(ctx, g, grads, op_hooks)
+                step(ctx, g, grads, op_hooks)
             if not retain_graph:
                 ctx.free()
 
@@ -245,6 +289,84 @@ def _backward_op(
         grads[id(parent)] = gx if prev is None else prev + gx
 
 
+def _graph_op(ctx: Function, gy: Tensor, grads: dict[int, Tensor], op_hooks: tuple) -> None:
+    """``_backward_op`` for ``create_graph``: the op's ``backward_graph`` records new ops."""
+    versions = getattr(ctx, "_versions", None)
+    if versions is not None:
+        _check_versions(ctx, versions)
+    if type(ctx).backward_graph is Function.backward_graph:
+        gxs = _first_order_only(ctx, gy)
+    else:
+        gxs = ctx.backward_graph(gy)
+    if not isinstance(gxs, tuple):
+        gxs = (gxs,)
+    for hook in op_hooks:
+        replaced = hook(ctx, gy, gxs)
+        if replaced is not None:
+            gxs = tuple(replaced)
+    parents = ctx.parents
+    if len(gxs) != len(parents):
+        raise RuntimeError(
+            f"{ctx.name}.backward_graph returned {len(gxs)} gradient(s) for {len(parents)} "
+            "input(s); return one per input (None where needs_input_grad is False)"
+        )
+    for i, (parent, need, gx) in enumerate(zip(parents, ctx.needs_input_grad, gxs, strict=True)):
+        if not need or gx is None:
+            continue
+        if not hasattr(gx, "_ctx"):
+            raise RuntimeError(
+                f"{ctx.name}.backward_graph returned a {type(gx).__name__} for input {i}; "
+                "it must return Tensors computed with Tensor ops"
+            )
+        if gx.shape != parent.shape:
+            try:
+                axes = reduced_axes(gx.shape, parent.shape)
+            except ValueError:
+                raise RuntimeError(
+                    f"{ctx.name}.backward_graph returned a gradient of shape {gx.shape} for "
+                    f"input {i}, whose shape is {parent.shape}"
+                ) from None
+            gx = gx.sum(axis=axes, keepdims=True).reshape(parent.shape)
+        if gx.dtype != parent.dtype:
+            raise RuntimeError(
+                f"{ctx.name}.backward_graph returned a {gx.dtype} gradient for input {i}, "
+                f"whose dtype is {parent.dtype}"
+            )
+        prev = grads.get(id(parent))
+        grads[id(parent)] = gx if prev is None else prev + gx
+
+
+def _first_order_only(ctx: Function, gy: Tensor) -> tuple[Any, ...]:
+    """Gradients of an op without ``backward_graph``: its ndarray backward's values, wrapped in
+    ops that raise if anything tries to differentiate through them."""
+    gxs = ctx.backward(gy._data)
+    if not isinstance(gxs, tuple):
+        gxs = (gxs,)
+    inputs = [p for p, need in zip(ctx.parents, ctx.needs_input_grad, strict=True) if need]
+    return tuple(
+        None if g is None else FirstOrderOnly.apply(gy, *inputs, value=np.asarray(g), op=ctx.name)
+        for g in gxs
+    )
+
+
+class FirstOrderOnly(Function, register=False):
+    """The gradient of an op that can be differentiated once only (it has no
+    ``backward_graph``); differentiating through it raises an error naming that op."""
+
+    value: np.ndarray
+    op: str
+
+    def forward(self, gy: np.ndarray, *inputs: np.ndarray) -> np.ndarray:
+        return self.value
+
+    def backward(self, gy: np.ndarray) -> Any:
+        raise RuntimeError(
+            f"{self.op} can be differentiated once but not twice: it has no backward_graph. "
+            f"Define {self.op}.backward_graph(self, gy) with Tensor ops (see "
+            "Function.backward_graph) to use it with create_graph=True"
+        )
+
+
 def _check_versions(ctx: Function, versions: tuple[int, ...]) -> None:
     """Raise when an array that ``ctx`` saved for backward was changed in place since."""
     for i, (parent, v) in enumerate(zip(ctx.parents, versions, strict=True)):
@@ -262,6 +384,14 @@ def _check_versions(ctx: Function, versions: tuple[int, ...]) -> None:
             f"backward: the output of {ctx.name} was changed in place after {ctx.name} saved "
             f"it for backward (version {v} -> {cell[0]}), so its gradient would be wrong"
         )
+
+
+def _accumulate_graph(t: Tensor, g: Tensor) -> None:
+    """``create_graph``: ``.grad`` becomes a Tensor with its graph (added to what was there)."""
+    if t.grad is None:
+        t.grad = g
+    else:
+        t.grad = g + t.grad  # an ndarray from an earlier backward is a constant here
 
 
 def _accumulate(t: Tensor, g: np.ndarray) -> None:

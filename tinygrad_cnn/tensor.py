@@ -155,13 +155,18 @@ class Tensor:
         self.grad = None
 
     # ----------------------------------------------------------------- autograd
-    def backward(self, grad: Any = None, retain_graph: bool = False) -> None:
+    def backward(
+        self, grad: Any = None, retain_graph: bool | None = None, create_graph: bool = False
+    ) -> None:
         """Backpropagate from this tensor, accumulating into ``.grad`` of the leaves.
 
         Leaf gradients accumulate across calls (as in PyTorch): zero them between steps.
-        The graph is freed afterwards unless ``retain_graph=True``.
+        The graph is freed afterwards unless ``retain_graph=True``. With ``create_graph=True``
+        the gradients are computed with Tensor ops and ``.grad`` holds a ``Tensor`` that
+        carries its own graph (differentiate it again, or read ``.grad.numpy()``); without
+        it ``.grad`` is always a plain ndarray.
         """
-        _backward(self, grad, retain_graph=retain_graph)
+        _backward(self, grad, retain_graph=retain_graph, create_graph=create_graph)
 
     def register_hook(self, hook: Callable[[np.ndarray], np.ndarray | None]) -> RemovableHandle:
         """Call ``hook(grad)`` whenever the gradient with respect to this tensor is computed.
@@ -203,16 +208,23 @@ class Tensor:
 
     def _run_hooks(self, g: np.ndarray) -> np.ndarray:
         """Apply the registered hooks to the gradient ``g`` (called by backward)."""
+        graph = isinstance(g, Tensor)  # create_graph: gradients are Tensors
         for hook in self._hooks.fns:  # type: ignore[union-attr]
             new = hook(g)
-            if new is not None:
+            if new is None:
+                continue
+            if not graph or not isinstance(new, Tensor):
                 new = np.asarray(new._data if isinstance(new, Tensor) else new)
-                if new.shape != self.shape:
-                    raise RuntimeError(
-                        f"register_hook: a hook returned a gradient of shape {new.shape} for a "
-                        f"tensor of shape {self.shape}"
-                    )
-                g = new.astype(self.dtype, copy=False)
+            if new.shape != self.shape:
+                raise RuntimeError(
+                    f"register_hook: a hook returned a gradient of shape {new.shape} for a "
+                    f"tensor of shape {self.shape}"
+                )
+            if isinstance(new, Tensor):
+                g = new
+            else:
+                new = new.astype(self.dtype, copy=False)
+                g = Tensor(new) if graph else new
         return g
 
     # ----------------------------------------------------------------- operators

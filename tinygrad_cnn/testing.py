@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from .autograd import no_grad
+from .autograd import enable_grad, is_grad_enabled, no_grad
+from .backprop import grad
 from .tensor import Tensor
 
 Fn = Callable[..., Tensor]
@@ -220,4 +221,63 @@ def module_gradcheck(module: Any, loss_fn: Callable[[], Tensor], **kwargs: Any) 
     return gradcheck(fn, *params, **kwargs)
 
 
-__all__ = ["gradcheck", "check_vjp", "vjp_error", "module_gradcheck"]
+__all__ = ["gradcheck", "gradgradcheck", "check_vjp", "vjp_error", "module_gradcheck"]
+
+
+def gradgradcheck(
+    fn: Fn,
+    *inputs: Any,
+    eps: float = 1e-6,
+    rtol: float = 1e-5,
+    atol: float = 1e-6,
+    seed: int = 0,
+) -> bool:
+    """Check second derivatives: the gradient of ``fn``'s gradient against central differences
+    of the first derivative, in float64.
+
+    With a random upstream gradient ``u`` and random second directions ``w_i``, the scalar
+    ``s(x, u) = sum_i <w_i, d<u, fn(x)>/dx_i>`` is built with ``grad(..., create_graph=True)``
+    and checked by ``gradcheck`` with respect to every input that requires grad and to ``u``
+    (so both the part that depends on ``x`` and the part linear in ``u`` are covered).
+
+    Returns True, or raises ``AssertionError`` naming the input, the worst index and both
+    values (input ``len(inputs)`` is ``u``).
+    """
+    xs, diff = _prepare(inputs)
+    with enable_grad():
+        y = fn(*xs)
+    if not isinstance(y, Tensor):
+        raise TypeError(f"gradgradcheck: fn must return a Tensor, got {type(y).__name__}")
+    rng = np.random.default_rng([seed, 2])
+    u = Tensor(rng.standard_normal(y.shape), requires_grad=True)
+    ws = [rng.standard_normal(xs[i].shape) for i in diff]
+
+    def first_derivative(*args: Any) -> Tensor:
+        # gradcheck differentiates this (grad mode on: the create_graph path under test) and
+        # evaluates it at shifted points (grad mode off: the first-order backward, which
+        # gradcheck has proven), so a backward_graph that disagrees with backward fails.
+        *given, uu = args
+        graph = is_grad_enabled()
+        with enable_grad():
+            out = fn(*given)
+            gs = grad(out, [given[i] for i in diff], uu, create_graph=graph, allow_unused=True)
+        if all(g is None for g in gs):
+            raise ValueError("gradgradcheck: fn does not depend on any input that requires grad")
+        if not graph:
+            value = sum(float(np.vdot(g, w)) for g, w in zip(gs, ws, strict=True) if g is not None)
+            return Tensor(np.array(value, np.float64))
+        total = None
+        for g, w in zip(gs, ws, strict=True):
+            if g is not None:
+                total = (g * w).sum() if total is None else total + (g * w).sum()
+        return total
+
+    try:
+        return gradcheck(first_derivative, *xs, u, eps=eps, rtol=rtol, atol=atol, seed=seed)
+    except AssertionError as e:
+        where = (
+            str(e)
+            .removeprefix("gradcheck: ")
+            .replace(f"input {len(xs)} ", f"input {len(xs)} (the upstream gradient u) ")
+        )
+        raise AssertionError(f"gradgradcheck: second derivative wrong: {where}") from None

@@ -14,6 +14,7 @@ from . import parallel
 from .data import BatchIterator
 from .io import check_state_dict, load_npz, npz_info, save_npz
 from .models import accuracy as evaluate_accuracy
+from .monitor import Monitor
 from .nn import Module
 from .optim import Optimizer, get_optimizer
 
@@ -66,6 +67,10 @@ class Trainer:
     threads : int, optional
         Threads the hot ops split their work across during ``train()`` (see
         ``tinygrad_cnn.parallel.threads``); default: as many as NumPy's BLAS uses.
+    monitor : bool, int or Monitor, optional
+        Record per-layer statistics (``tinygrad_cnn.monitor``) into ``history["monitor"]``:
+        True every 50 steps, an int every that many steps, or a ``Monitor`` of your own.
+        Off (None or False) costs nothing; on, only the recorded steps do extra work.
     """
 
     def __init__(
@@ -85,6 +90,7 @@ class Trainer:
         seed: int | None = None,
         checkpoint: str | Path | None = None,
         threads: int | None = None,
+        monitor: bool | int | Monitor | None = None,
     ) -> None:
         if epochs < 1 or mini_batch_size < 1:
             raise ValueError(f"Trainer: epochs ({epochs}) and batch size must be >= 1")
@@ -103,6 +109,11 @@ class Trainer:
         self.progress = verbose if progress is None else progress
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.threads = threads
+        self.monitor = _as_monitor(monitor)
+        # the monitor appends to this very list; a checkpoint's records are loaded into it
+        self.monitor_records: list[dict[str, Any]] = (
+            self.monitor.records if self.monitor is not None else []
+        )
         self.seed = seed if isinstance(seed, int) else None
         self.epoch = 0  # epochs completed
         self.train_loss_list: list[float] = []
@@ -114,11 +125,20 @@ class Trainer:
     def train_step(self, x: np.ndarray, t: np.ndarray) -> float:
         """One update on a batch; returns the batch loss.
 
+        With a monitor, steps it is due for (numbered by ``optimizer.step_count`` before the
+        step, so ``record["step"]`` indexes ``history["train_loss"]``) are recorded.
+
         Raises
         ------
         TrainingDivergedError
             The loss is NaN or infinite; no update is applied.
         """
+        if self.monitor is None:
+            return self._update(x, t)
+        with self.monitor.watch(self.network, self.optimizer.step_count):
+            return self._update(x, t)
+
+    def _update(self, x: np.ndarray, t: np.ndarray) -> float:
         self.optimizer.zero_grad()
         loss = self.network.loss(x, t)
         value = float(loss.data)
@@ -149,7 +169,7 @@ class Trainer:
         xte, tte = (self.x_test, self.t_test) if n is None else (self.x_test[:n], self.t_test[:n])
         return evaluate_accuracy(self.network, xtr, ttr), evaluate_accuracy(self.network, xte, tte)
 
-    def train(self) -> dict[str, list[float]]:
+    def train(self) -> dict[str, list[Any]]:
         """Run the remaining epochs; return the history."""
         with parallel.threads(self.threads):
             while self.epoch < self.epochs:
@@ -196,13 +216,17 @@ class Trainer:
             self.save_checkpoint(self.checkpoint)
 
     @property
-    def history(self) -> dict[str, list[float]]:
-        return {
+    def history(self) -> dict[str, list[Any]]:
+        """Per-step losses, per-epoch accuracies and times; ``"monitor"`` records if any."""
+        history: dict[str, list[Any]] = {
             "train_loss": self.train_loss_list,
             "train_acc": self.train_acc_list,
             "test_acc": self.test_acc_list,
             "epoch_seconds": self.epoch_seconds,
         }
+        if self.monitor is not None or self.monitor_records:
+            history["monitor"] = self.monitor_records
+        return history
 
     # ------------------------------------------------------------------ checkpoints
     def save_checkpoint(self, path: str | Path) -> None:
@@ -285,6 +309,7 @@ class Trainer:
         self.epoch = epoch
         self.train_loss_list, self.train_acc_list = hist["train_loss"], hist["train_acc"]
         self.test_acc_list, self.epoch_seconds = hist["test_acc"], hist["epoch_seconds"]
+        self.monitor_records[:] = hist.get("monitor", [])  # in place: the monitor's own list
 
 
 def _parse_meta(path: str | Path, text: str, config: dict[str, Any]) -> tuple[int, dict, dict]:
@@ -321,7 +346,15 @@ def _parse_meta(path: str | Path, text: str, config: dict[str, Any]) -> tuple[in
                     f"{path} was trained with {key.replace('_', ' ')} {saved[key]!r}, this run "
                     f"uses {value!r}; resume with the same options it was trained with"
                 )
-    return epoch, {k: list(hist[k]) for k in _HISTORY}, batches
+    parsed = {k: list(hist[k]) for k in _HISTORY}
+    if "monitor" in hist:  # absent without a monitor and in checkpoints of earlier versions
+        records = hist["monitor"]
+        if not isinstance(records, list) or not all(
+            isinstance(r, dict) and type(r.get("step")) is int for r in records
+        ):
+            raise damaged("history 'monitor' must be a list of records with an int 'step'")
+        parsed["monitor"] = records
+    return epoch, parsed, batches
 
 
 def checkpoint_config(path: str | Path) -> dict[str, Any]:
@@ -343,6 +376,24 @@ def checkpoint_config(path: str | Path) -> dict[str, Any]:
     except (ValueError, TypeError, KeyError, AttributeError) as e:
         raise ValueError(f"{path}: damaged checkpoint metadata ({e!r})") from None
     return config
+
+
+def _as_monitor(monitor: bool | int | Monitor | None) -> Monitor | None:
+    """``Trainer(monitor=...)``: None/False off, True every 50 steps, an int every that many."""
+    if monitor is None or monitor is False:
+        return None
+    if monitor is True:
+        return Monitor(every=50)
+    if isinstance(monitor, Monitor):
+        return monitor
+    if isinstance(monitor, int | np.integer):
+        if monitor < 1:
+            raise ValueError(f"Trainer: monitor must record every >= 1 steps, got {monitor}")
+        return Monitor(every=int(monitor))
+    raise TypeError(
+        f"Trainer: monitor must be a bool, a step interval (int) or a Monitor, "
+        f"got {type(monitor).__name__}"
+    )
 
 
 def _scalar(v: np.ndarray) -> Any:
