@@ -36,7 +36,7 @@ TOOLS = {"viz", "audit", "anomaly", "testing", "cli", "train", "data", "monitor"
 ALLOWED_UP = {
     ("autograd", "apply", "tensor"),  # the one tensor <-> ops loop every anchor has
     ("functional", None, "tensor"),
-    ("backprop", "_as_tuple", "tensor"),
+    ("backprop", "_tensor_type", "tensor"),
     ("tensor", "plot", "viz"),  # lazy one-line delegations
     ("tensor", "_repr_svg_", "viz"),
     ("nn", "plot", "viz"),

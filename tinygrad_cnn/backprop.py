@@ -157,9 +157,15 @@ def grad(
     return result
 
 
-def _as_tuple(op: str, what: str, x: Any) -> tuple[Tensor, ...]:
+def _tensor_type() -> type[Tensor]:
+    """``Tensor`` (imported here, as ``tensor`` imports this module)."""
     from .tensor import Tensor
 
+    return Tensor
+
+
+def _as_tuple(op: str, what: str, x: Any) -> tuple[Tensor, ...]:
+    Tensor = _tensor_type()
     xs = (x,) if isinstance(x, Tensor) else tuple(x)
     for i, t in enumerate(xs):
         if not isinstance(t, Tensor):
@@ -170,7 +176,7 @@ def _as_tuple(op: str, what: str, x: Any) -> tuple[Tensor, ...]:
 def _root_grad(op: str, root: Tensor, grad: Any, graph: bool = False) -> Any:
     """The upstream gradient of ``root``: ones for a scalar, else ``grad`` checked. A Tensor
     when ``graph`` (a Tensor given as ``grad`` is kept, with its own graph)."""
-    from .tensor import Tensor
+    Tensor = _tensor_type()
 
     if root._ctx is not None and root._ctx.freed:
         raise RuntimeError(
