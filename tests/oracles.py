@@ -299,3 +299,17 @@ def softmax_cross_entropy_naive_grad(z: np.ndarray, t: np.ndarray, g: float = 1.
     for n, k in itertools.product(range(N), range(K)):
         gz[n, k] = float(g) * (math.exp(logp[n, k]) * math.fsum(t[n]) - t[n, k]) / N
     return gz
+
+
+def max_pool2d_naive_gather(
+    x: np.ndarray, z: np.ndarray, kernel: Pair, stride: Pair | None = None, padding: Pair = 0
+) -> np.ndarray:
+    """``z`` read at the position where each window of ``x`` has its (first) maximum.
+
+    x, z (N, C, H, W) -> (N, C, OH, OW): the adjoint of ``max_pool2d_naive_grad`` in ``gy``.
+    """
+    k, s, p, out = _pool_geometry(x, kernel, stride, padding)
+    y = np.zeros((*x.shape[:2], *out))
+    for n, c, oh, ow in _pool_windows(x, out):
+        y[n, c, oh, ow] = z[(n, c, *_argmax_window(x, n, c, oh, ow, k, s, p))]
+    return y

@@ -27,6 +27,7 @@ from tinygrad_cnn.cli import main
 from tinygrad_cnn.data import MNISTNotFoundError, load_mnist, load_mnist_mini
 from tinygrad_cnn.nn import SimpleConvNet
 from tinygrad_cnn.optim import get_optimizer
+from tinygrad_cnn.picklesafe import load_book_pickle
 from tinygrad_cnn.train import Trainer, TrainingDivergedError
 
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
@@ -180,16 +181,16 @@ def test_book_pickle_building_a_huge_array_is_refused_before_allocating(tmp_path
     path = tmp_path / "params.pkl"
     path.write_bytes(pickle.dumps({"W1": payload}, protocol=2))
     with pytest.raises(ValueError, match="need more than"):
-        tio.load_book_pickle(path)
+        load_book_pickle(path)
 
 
 def test_book_pickle_cap_counts_every_array(tmp_path) -> None:
     path = tmp_path / "params.pkl"
     arrays = {f"W{i}": np.zeros(1000) for i in range(4)}  # 32 kB in all
     path.write_bytes(pickle.dumps(arrays, protocol=4))
-    assert set(tio.load_book_pickle(path, max_bytes=32000)) == set(arrays)
+    assert set(load_book_pickle(path, max_bytes=32000)) == set(arrays)
     with pytest.raises(ValueError, match="need more than"):
-        tio.load_book_pickle(path, max_bytes=31999)
+        load_book_pickle(path, max_bytes=31999)
 
 
 # ------------------------------------------------------------------ 8. only regular files

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from tinygrad_cnn import io as tio
+from tinygrad_cnn.picklesafe import load_book_pickle
 
 
 def _listing(directory: Path) -> list[str]:
@@ -161,7 +162,7 @@ def test_book_pickle_round_trip(tmp_path: Path, protocol: int) -> None:
     path = tmp_path / "params.pkl"
     with open(path, "wb") as f:
         pickle.dump(params, f, protocol=protocol)
-    loaded = tio.load_book_pickle(path)
+    loaded = load_book_pickle(path)
     assert loaded.keys() == params.keys()
     for key, arr in params.items():
         assert loaded[key].dtype == arr.dtype and loaded[key].shape == arr.shape
@@ -192,7 +193,7 @@ def test_malicious_pickle_is_refused_and_never_executed(tmp_path: Path) -> None:
     with open(path, "wb") as f:
         pickle.dump({"W1": np.zeros(2), "x": _RunsCommand(f"echo pwned > {marker}")}, f)
     with pytest.raises(ValueError, match="refusing to unpickle") as info:
-        tio.load_book_pickle(path)
+        load_book_pickle(path)
     message = str(info.value)
     assert f"{os.system.__module__}.system" in message and str(path) in message
     assert "only NumPy arrays and plain containers are allowed" in message
@@ -208,7 +209,7 @@ def test_other_callables_are_refused(tmp_path: Path, payload: object, match: str
     path = tmp_path / "p.pkl"
     path.write_bytes(pickle.dumps({"W1": payload}, protocol=2))
     with pytest.raises(ValueError, match=r"p\.pkl") as info:
-        tio.load_book_pickle(path)
+        load_book_pickle(path)
     assert match in str(info.value)
 
 
@@ -225,13 +226,13 @@ def test_book_pickle_must_be_dict_of_arrays(tmp_path: Path, obj: object, match: 
     path = tmp_path / "p.pkl"
     path.write_bytes(pickle.dumps(obj, protocol=2))
     with pytest.raises(ValueError, match=match):
-        tio.load_book_pickle(path)
+        load_book_pickle(path)
 
 
 def test_book_pickle_garbage_and_missing(tmp_path: Path) -> None:
     path = tmp_path / "junk.pkl"
     path.write_bytes(pickle.dumps({"W1": np.zeros(3)})[:-10])
     with pytest.raises(ValueError, match="junk.pkl"):
-        tio.load_book_pickle(path)
+        load_book_pickle(path)
     with pytest.raises(FileNotFoundError, match="absent.pkl"):
-        tio.load_book_pickle(tmp_path / "absent.pkl")
+        load_book_pickle(tmp_path / "absent.pkl")

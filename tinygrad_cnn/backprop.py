@@ -226,6 +226,9 @@ def _run(
     ]
     op_hooks = _state.hooks.backward
     step, accumulate = (_graph_op, _accumulate_graph) if graph else (_backward_op, _accumulate)
+    # ``.grad`` is written only once the whole walk has succeeded: a backward that raises
+    # part way (a bad hook, a changed input) leaves every ``.grad`` as it was.
+    done: list[tuple[Tensor, Any]] = []
     with enable_grad() if graph else no_grad():
         for key, ctx, t in walk:
             g = grads.pop(key, None)
@@ -237,9 +240,9 @@ def _run(
                         wanted[key] = g
                 elif ctx is None:
                     if t.requires_grad:
-                        accumulate(t, g)
+                        done.append((t, g))
                 elif t._hooks is not None and t._hooks.retains_grad:
-                    accumulate(t, g)
+                    done.append((t, g))
             elif wanted is not None and g is not None and key in wanted:
                 wanted[key] = g
             if ctx is None:
@@ -253,6 +256,8 @@ def _run(
                 step(ctx, g, grads, op_hooks)
             if not retain_graph:
                 ctx.free()
+        for t, g in done:
+            accumulate(t, g)
 
 
 def _backward_op(
@@ -300,10 +305,14 @@ def _graph_op(ctx: Function, gy: Tensor, grads: dict[int, Tensor], op_hooks: tup
     versions = getattr(ctx, "_versions", None)
     if versions is not None:
         _check_versions(ctx, versions)
-    if type(ctx).backward_graph is Function.backward_graph:
-        gxs = _first_order_only(ctx, gy)
-    else:
-        gxs = ctx.backward_graph(gy)
+    saved_scope, _state.scope = _state.scope, ctx.scope  # gradient ops join the op's module
+    try:
+        if type(ctx).backward_graph is Function.backward_graph:
+            gxs = _first_order_only(ctx, gy)
+        else:
+            gxs = ctx.backward_graph(gy)
+    finally:
+        _state.scope = saved_scope
     if not isinstance(gxs, tuple):
         gxs = (gxs,)
     for hook in op_hooks:
@@ -333,11 +342,8 @@ def _graph_op(ctx: Function, gy: Tensor, grads: dict[int, Tensor], op_hooks: tup
                     f"input {i}, whose shape is {parent.shape}"
                 ) from None
             gx = gx.sum(axis=axes, keepdims=True).reshape(parent.shape)
-        if gx.dtype != parent.dtype:
-            raise RuntimeError(
-                f"{ctx.name}.backward_graph returned a {gx.dtype} gradient for input {i}, "
-                f"whose dtype is {parent.dtype}"
-            )
+        if gx.dtype != parent.dtype:  # mixed precision, as in the first-order path
+            gx = gx.to(parent.dtype)
         prev = grads.get(id(parent))
         grads[id(parent)] = gx if prev is None else prev + gx
 

@@ -19,14 +19,48 @@ def _load(dataset: str, data_dir: str | None):
     from .data import load_mnist, load_mnist_mini
 
     if dataset == "mini":
+        if data_dir is not None:
+            raise ValueError(
+                f"--data-dir {data_dir} is only read with --dataset mnist; the bundled mini "
+                "set (the default --dataset) needs no folder"
+            )
         return load_mnist_mini()
     return load_mnist(root=data_dir)
+
+
+def _check_file(flag: str, path: Path) -> None:
+    """Raise, with ``flag`` in front of the message, unless ``path`` is a regular file."""
+    from .io import check_readable_file
+
+    try:
+        check_readable_file(path)
+    except OSError as e:
+        raise type(e)(e.errno, f"{flag}: {e.strerror}") from None
+    except ValueError as e:
+        raise ValueError(f"{flag}: {e}") from None
+
+
+def _path(text: str) -> str:
+    """A path option: an empty string (an unset shell variable) would mean the current folder."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _positive(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
     return value
 
 
@@ -197,8 +231,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .nn import SimpleConvNet, predict_classes
 
     params = Path(args.params)
-    if not params.is_file():
-        raise FileNotFoundError(f"--params: no such file {params}")
+    _check_file("--params", params)
     _, (x_test, t_test) = _load(args.dataset, args.data_dir)
     net = SimpleConvNet()
     net.load_params(params)
@@ -222,8 +255,7 @@ def _demo_loss(model: str = "simpleconvnet", params: str | None = None):
         raise ValueError(f"unknown model {model!r}; available: simpleconvnet")
     net = SimpleConvNet(seed=0)
     if params is not None:
-        if not Path(params).is_file():
-            raise FileNotFoundError(f"--params: no such file {params}")
+        _check_file("--params", Path(params))
         net.load_params(params)
     (x, t), _ = load_mnist_mini()
     return net, net.loss(x[:100], t[:100])
@@ -274,7 +306,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="mini",
         help="mini: bundled 10k/2k subset (offline); mnist: the full set via load_mnist",
     )
-    p.add_argument("--data-dir", help="folder with the MNIST IDX files (for --dataset mnist)")
+    p.add_argument(
+        "--data-dir", type=_path, help="folder with the MNIST IDX files (for --dataset mnist)"
+    )
     p.add_argument("--epochs", type=_positive, default=20)
     # Options a checkpoint records default to None, so --resume can tell which were given.
     p.add_argument("--batch-size", type=_positive, help="default 100")
@@ -287,29 +321,37 @@ def build_parser() -> argparse.ArgumentParser:
         type=_init,
         help="weight init: he (default), xavier, or a std such as the book's 0.01",
     )
-    p.add_argument("--seed", type=int, help="default 0")
-    p.add_argument("--out", default="runs/simpleconvnet", help="output folder")
+    p.add_argument("--seed", type=_non_negative, help="default 0")
+    p.add_argument("--out", type=_path, default="runs/simpleconvnet", help="output folder")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--quiet", action="store_true", help="no progress bar (per-epoch lines stay)")
     p.add_argument("--limit", type=_positive, help="train on the first N images (quick trials)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy and confusion matrix of saved params")
-    p.add_argument("--params", required=True, help="params.npz (or the book's params.pkl)")
+    p.add_argument(
+        "--params", type=_path, required=True, help="params.npz (or the book's params.pkl)"
+    )
     p.add_argument("--dataset", choices=["mini", "mnist"], default="mini")
-    p.add_argument("--data-dir")
+    p.add_argument("--data-dir", type=_path)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("graph", help="render the SimpleConvNet loss graph")
     p.add_argument("--model", choices=["simpleconvnet"], default="simpleconvnet")
-    p.add_argument("--params", help="draw a trained network: params.npz (or the book's .pkl)")
+    p.add_argument(
+        "--params", type=_path, help="draw a trained network: params.npz (or the book's .pkl)"
+    )
     p.add_argument("--grads", action="store_true", help="annotate gradient norms")
-    p.add_argument("--out", default="graph.svg", help=".svg, .png, .pdf or .dot")
+    p.add_argument("--out", type=_path, default="graph.svg", help=".svg, .png, .pdf or .dot")
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("audit", help="check every op's backward in a SimpleConvNet graph")
-    p.add_argument("--params", help="audit a trained network: params.npz (or the book's .pkl)")
-    p.add_argument("--out", help="also draw the graph with failing ops in red (.svg, .dot, ...)")
+    p.add_argument(
+        "--params", type=_path, help="audit a trained network: params.npz (or the book's .pkl)"
+    )
+    p.add_argument(
+        "--out", type=_path, help="also draw the graph with failing ops in red (.svg, .dot, ...)"
+    )
     p.set_defaults(func=cmd_audit)
     return parser  # fmt: skip
 

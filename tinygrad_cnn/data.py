@@ -306,9 +306,13 @@ class BatchIterator:
         self.n = len(self.arrays[0])
         if any(a.ndim == 0 or len(a) != self.n for a in self.arrays):
             shapes = [a.shape for a in self.arrays]
-            raise ValueError(f"arrays must share their first dimension, got shapes {shapes}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ValueError(
+                f"BatchIterator: arrays must share their first dimension, got shapes {shapes}"
+            )
+        if not isinstance(batch_size, int | np.integer) or isinstance(batch_size, bool):
+            raise TypeError(f"BatchIterator: batch_size must be an int, got {batch_size!r}")
+        if batch_size < 1:
+            raise ValueError(f"BatchIterator: batch_size must be >= 1, got {batch_size}")
         self.batch_size, self.shuffle, self.drop_last = int(batch_size), shuffle, drop_last
         self.rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
         self._epoch_state: dict[str, Any] | None = None  # rng state when this epoch began

@@ -145,6 +145,12 @@ def tanh(x: TensorLike) -> Tensor:
 
 
 # ---------------------------------------------------------------------------- reductions
+def _flag(op: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool | np.bool_):
+        raise TypeError(f"{op}: {name} must be True or False, got {value!r}")
+    return bool(value)
+
+
 def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over axes.
 
@@ -161,14 +167,15 @@ def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # 
     Tensor, S without (or with length-1) reduced axes; shape () for ``axis=None``.
     """
     x = as_tensor(x)
-    return _shape.Sum.apply(x, axis=_shape.normalize_axes(axis, x.ndim, "sum"), keepdims=keepdims)
+    axes = _shape.normalize_axes(axis, x.ndim, "sum")
+    return _shape.Sum.apply(x, axis=axes, keepdims=_flag("sum", "keepdims", keepdims))
 
 
 def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axes; same arguments and shapes as :func:`sum`."""
     x = as_tensor(x)
     axes = _shape.normalize_axes(axis, x.ndim, "mean")
-    return _shape.Mean.apply(x, axis=axes, keepdims=keepdims)
+    return _shape.Mean.apply(x, axis=axes, keepdims=_flag("mean", "keepdims", keepdims))
 
 
 def max(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
@@ -190,10 +197,31 @@ def max(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tenso
     x = as_tensor(x)
     if x.size == 0:
         raise ValueError(f"max: cannot take the max of an empty tensor of shape {x.shape}")
-    return _shape.Max.apply(x, axis=axis, keepdims=keepdims)
+    return _shape.Max.apply(x, axis=axis, keepdims=_flag("max", "keepdims", keepdims))
 
 
 # ---------------------------------------------------------------------------- shape ops
+def cast(x: Tensor, dtype: Any) -> Tensor:
+    """``x`` converted to the float ``dtype``; the gradient is converted back.
+
+    Parameters
+    ----------
+    x : Tensor, any shape, floating point
+    dtype : float dtype (np.float16, np.float32, np.float64)
+
+    Returns
+    -------
+    Tensor, shape of x, dtype ``dtype``
+    """
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise TypeError(f"cast: dtype must be a float dtype, got {dt}")
+    x = as_tensor(x)
+    if x.dtype.kind != "f":
+        raise TypeError(f"cast: x must be floating point, got {x.dtype}")
+    return _shape.Cast.apply(x, dtype=dt)
+
+
 def reshape(x: TensorLike, shape: tuple[int, ...]) -> Tensor:
     """Same data in a new shape.
 
@@ -207,7 +235,10 @@ def reshape(x: TensorLike, shape: tuple[int, ...]) -> Tensor:
     -------
     Tensor, shape ``shape``
     """
-    return _shape.Reshape.apply(x, shape=tuple(shape))
+    dims = (shape,) if _shape.is_int(shape) else shape
+    if not isinstance(dims, tuple | list) or not all(_shape.is_int(d) for d in dims):
+        raise TypeError(f"reshape: shape must be a tuple of ints, got {shape!r}")
+    return _shape.Reshape.apply(x, shape=tuple(int(d) for d in dims))
 
 
 def transpose(x: TensorLike, axes: tuple[int, ...] | None = None) -> Tensor:
@@ -223,7 +254,11 @@ def transpose(x: TensorLike, axes: tuple[int, ...] | None = None) -> Tensor:
     -------
     Tensor, shape ``(d[axes[0]], ..., d[axes[k]])``
     """
-    return _shape.Transpose.apply(x, axes=None if axes is None else tuple(axes))
+    if axes is not None and (
+        not isinstance(axes, tuple | list) or not all(_shape.is_int(a) for a in axes)
+    ):
+        raise TypeError(f"transpose: axes must be None or a tuple of ints, got {axes!r}")
+    return _shape.Transpose.apply(x, axes=None if axes is None else tuple(int(a) for a in axes))
 
 
 def flatten(x: TensorLike, start_dim: int = 1) -> Tensor:
@@ -239,6 +274,8 @@ def flatten(x: TensorLike, start_dim: int = 1) -> Tensor:
     Tensor, shape (N, C*H*W) for the default ``start_dim=1``; also for an empty batch N = 0.
     """
     x = as_tensor(x)
+    if not _shape.is_int(start_dim):
+        raise TypeError(f"flatten: start_dim must be an int, got {start_dim!r}")
     if not 0 <= start_dim < builtins.max(x.ndim, 1):
         raise ValueError(f"flatten: start_dim {start_dim} out of range for shape {x.shape}")
     # (d0, ..., dk) -> (d0, ..., d[start_dim-1], product of the rest); the size is spelled
@@ -418,10 +455,20 @@ def softmax_cross_entropy(logits: TensorLike, labels: TensorLike) -> Tensor:
     Raises
     ------
     TypeError
-        For integer logits (cast them to float first, as PyTorch requires too).
+        For integer logits (cast them to float first, as PyTorch requires too), and for
+        labels that are not numbers (strings, objects).
     ValueError
         For an empty batch (N = 0): the mean over no samples is undefined.
     """
-    if isinstance(labels, np.ndarray | list):
-        labels = Tensor(np.asarray(labels))
+    if not isinstance(labels, Tensor):
+        try:
+            arr = np.asarray(labels)
+        except ValueError:  # a ragged list
+            arr = np.asarray(None)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(
+                "softmax_cross_entropy: labels must be integer class indices or one-hot rows, "
+                f"got {type(labels).__name__} of dtype {arr.dtype} (shape {arr.shape})"
+            )
+        labels = Tensor(arr)
     return _loss.SoftmaxCrossEntropy.apply(logits, labels)

@@ -1,4 +1,4 @@
-"""Safe file I/O: atomic writes, ``.npz`` archives, restricted unpickling and IDX files.
+"""Safe file I/O: atomic writes, ``.npz`` archives, state-dict checks and IDX files.
 
 Everything that writes goes through :func:`atomic_write`, so a crash or an exception
 mid-write never leaves a truncated file behind: the previous version stays in place
@@ -11,7 +11,6 @@ import errno
 import gzip
 import math
 import os
-import pickle
 import re
 import stat
 import tempfile
@@ -26,13 +25,13 @@ from typing import IO, Any
 import numpy as np
 
 __all__ = [
-    "atomic_write", "save_npz", "load_npz", "npz_info", "check_state_dict", "load_book_pickle",
-    "read_idx", "MAX_LOAD_BYTES",
+    "atomic_write", "save_npz", "load_npz", "npz_info", "check_state_dict", "read_idx",
+    "MAX_LOAD_BYTES",
 ]  # fmt: skip
 
 PathLike = str | os.PathLike
 
-#: Default cap on the bytes ``load_npz`` and ``load_book_pickle`` will allocate for one file.
+#: Default cap on the bytes one file may allocate (``load_npz``, ``load_book_pickle``).
 MAX_LOAD_BYTES = 1 << 30
 #: A temp file of ours whose writer is gone (or, without a PID in its name, this old) is stale.
 STALE_TMP_SECONDS = 60.0
@@ -42,8 +41,20 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def _missing(path: Path, what: str = "file") -> FileNotFoundError:
-    return FileNotFoundError(errno.ENOENT, f"no such {what}: {path}", str(path))
+def check_readable_file(path: Path, what: str = "file") -> None:
+    """Raise unless ``path`` is an existing regular file (a FIFO would block a reader).
+
+    Raises ``FileNotFoundError`` when nothing is there, ``IsADirectoryError`` for a folder and
+    ``ValueError`` for a device, FIFO or socket, each naming the path and ``what`` was wanted.
+    """
+    try:
+        st = path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise FileNotFoundError(errno.ENOENT, f"no such {what}: {path}", str(path)) from None
+    if stat.S_ISDIR(st.st_mode):
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a directory, not a {what}", str(path))
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{path} is a {_file_kind(st.st_mode)}, not a regular {what}")
 
 
 @contextmanager
@@ -74,7 +85,13 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
     if mode not in ("wb", "w", "wt"):
         raise ValueError(f"atomic_write supports modes 'wb', 'w' and 'wt', not {mode!r}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(
+            errno.ENOTDIR, f"atomic_write: cannot write {path}: a parent of it is not a folder",
+            str(path),
+        ) from None  # fmt: skip
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
     try:
@@ -214,8 +231,7 @@ ArrayInfo = tuple[tuple[int, ...], np.dtype]
 
 def _scan_npz(path: Path, max_bytes: int) -> dict[str, tuple[zipfile.ZipInfo, ArrayInfo]]:
     """Read every member's ``.npy`` header (never its data) and check it against the zip."""
-    if not path.is_file():
-        raise _missing(path, ".npz file")
+    check_readable_file(path, ".npz file")
     found: dict[str, tuple[zipfile.ZipInfo, ArrayInfo]] = {}
     total = 0
     try:
@@ -352,6 +368,10 @@ def check_state_dict(
     dict[str, np.ndarray]
         New arrays cast to each parameter's dtype, for the names present in ``state``.
     """
+    if not isinstance(state, Mapping) and not hasattr(state, "keys"):
+        raise TypeError(
+            f"{who}: state must be a mapping of name -> array, got {type(state).__name__}"
+        )
     missing = [k for k in params if k not in state]
     extra = [k for k in state if k not in params]
     if strict and (missing or extra):
@@ -382,138 +402,6 @@ def check_state_dict(
             )
         out[name] = cast
     return out
-
-
-def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
-    """Stand-in for ``_codecs.encode``, which protocol-2 pickles use to store bytes."""
-    if not isinstance(text, str) or encoding.lower().replace("-", "") != "latin1":
-        raise pickle.UnpicklingError("_codecs.encode is only allowed for latin1 byte strings")
-    return text.encode("latin1")
-
-
-class _Budget:
-    """Bytes the arrays of one unpickling may still allocate; charged before allocating."""
-
-    def __init__(self, path: Path, max_bytes: int) -> None:
-        self.path, self.max_bytes, self.left = path, max_bytes, max_bytes
-
-    def charge(self, shape: Any, dtype: Any) -> None:
-        try:
-            dims = (int(shape),) if np.ndim(shape) == 0 else tuple(int(d) for d in shape)
-            itemsize = np.dtype(dtype).itemsize
-        except (TypeError, ValueError) as exc:
-            raise pickle.UnpicklingError(f"bad array shape or dtype ({exc})") from None
-        if any(d < 0 for d in dims):
-            raise pickle.UnpicklingError(f"negative array shape {dims}")
-        nbytes = math.prod(dims) * itemsize
-        if nbytes > self.left:
-            raise _TooBig(
-                f"refusing to unpickle {self.path}: its arrays need more than "
-                f"{self.max_bytes:,} bytes (one is {dims} of {itemsize}-byte items)"
-            )
-        self.left -= nbytes
-
-
-def _allowed_globals(budget: _Budget) -> dict[tuple[str, str], Any]:
-    # Arrays are built as a private ndarray subclass whose construction and __setstate__
-    # charge the budget before NumPy allocates; the caller turns them into plain ndarrays.
-    class Capped(np.ndarray):
-        def __new__(cls, shape: Any, dtype: Any = float, *args: Any, **kwargs: Any) -> Capped:
-            budget.charge(shape, dtype)
-            return super().__new__(cls, shape, dtype, *args, **kwargs)
-
-        def __setstate__(self, state: Any) -> None:
-            if not isinstance(state, tuple) or len(state) not in (4, 5):
-                raise pickle.UnpicklingError("bad ndarray state")
-            budget.charge(state[-4], state[-3])
-            super().__setstate__(state)
-
-    def reconstruct(subtype: Any, shape: Any, dtype: Any) -> Capped:
-        if subtype is not Capped:
-            raise pickle.UnpicklingError("_reconstruct is only allowed for numpy.ndarray")
-        return Capped(shape, dtype)
-
-    def frombuffer(buf: Any, dtype: Any, shape: Any, order: str) -> np.ndarray:
-        budget.charge(shape, dtype)
-        return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
-
-    allowed: dict[tuple[str, str], Any] = {("_codecs", "encode"): _latin1_encode}
-    for mod in ("numpy.core", "numpy._core"):
-        allowed[(f"{mod}.multiarray", "_reconstruct")] = reconstruct
-        allowed[(f"{mod}.numeric", "_frombuffer")] = frombuffer
-    allowed[("numpy", "ndarray")] = Capped
-    allowed[("numpy", "dtype")] = np.dtype
-    return allowed
-
-
-class _RefusedGlobal(ValueError):
-    pass
-
-
-class _TooBig(ValueError):
-    pass
-
-
-class _ArrayUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals NumPy arrays need, within a byte budget."""
-
-    def __init__(self, file: IO[bytes], path: Path, max_bytes: int) -> None:
-        super().__init__(file, encoding="latin1")  # latin1 also reads Python 2 array pickles
-        self._path = path
-        self._allowed = _allowed_globals(_Budget(path, max_bytes))
-
-    def find_class(self, module: str, name: str) -> Any:
-        try:
-            return self._allowed[(module, name)]
-        except KeyError:
-            module = "builtins" if module == "__builtin__" else module  # protocol <= 2 name
-            raise _RefusedGlobal(
-                f"refusing to unpickle {module}.{name} from {self._path}: "
-                "only NumPy arrays and plain containers are allowed"
-            ) from None
-
-
-def load_book_pickle(path: PathLike, max_bytes: int = MAX_LOAD_BYTES) -> dict[str, np.ndarray]:
-    """Load a *Deep Learning from Scratch* parameter pickle without running its code.
-
-    The file (e.g. the book's ``params.pkl``) must hold a dict of name -> ndarray such
-    as ``W1, b1, W2, b2, W3, b3``. Unpickling goes through a restricted loader that can
-    only build NumPy arrays, dtypes and built-in containers, so a crafted file cannot
-    call ``os.system``, ``eval`` or anything else, nor allocate more than ``max_bytes``
-    for its arrays (checked before each allocation).
-
-    Parameters
-    ----------
-    path : str or os.PathLike
-        The pickle file.
-    max_bytes : int
-        Most bytes all arrays together may take.
-
-    Returns
-    -------
-    dict[str, np.ndarray]
-        The parameters by name.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise _missing(path, "pickle file")
-    try:
-        with open(path, "rb") as f:
-            obj = _ArrayUnpickler(f, path, max_bytes).load()
-    except (_RefusedGlobal, _TooBig) as exc:
-        raise ValueError(str(exc)) from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError) as exc:
-        raise ValueError(f"cannot unpickle {path}: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(obj, dict):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, expected a dict of arrays")
-    for key, value in obj.items():
-        if not isinstance(key, str) or not isinstance(value, np.ndarray):
-            raise ValueError(
-                f"{path}: expected str -> ndarray entries, got {key!r}: {type(value).__name__}"
-            )
-        if value.dtype.hasobject:
-            raise ValueError(f"{path}: array {key!r} has object dtype, which is refused")
-    return {key: value.view(np.ndarray) for key, value in obj.items()}
 
 
 _IDX_NDIM = {0x00000801: 1, 0x00000803: 3}  # type byte 0x08 (uint8): labels / images
@@ -563,6 +451,5 @@ def read_idx(path: PathLike) -> np.ndarray:
         uint8, shape ``(N,)`` for a label file or ``(N, rows, cols)`` for an image file.
     """
     path = Path(path)
-    if not path.is_file():
-        raise _missing(path, "IDX file")
+    check_readable_file(path, "IDX file")
     return parse_idx(read_maybe_gzip(path), path).copy()

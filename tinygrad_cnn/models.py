@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,12 @@ from .tensor import Tensor
 def _as_labels(t: Any) -> np.ndarray:
     t = t.data if isinstance(t, Tensor) else np.asarray(t)
     return t.argmax(axis=1) if t.ndim == 2 else t
+
+
+def _check_path(who: str, path: Any) -> str | os.PathLike:
+    if not isinstance(path, str | os.PathLike):
+        raise TypeError(f"{who}: path must be a str or os.PathLike, got {type(path).__name__}")
+    return path
 
 
 def accuracy(net: Module, x: Any, t: Any, batch_size: int = 500) -> float:
@@ -107,20 +114,22 @@ class SimpleConvNet(Module):
         self.loss(x, t).backward()
         return {name: p.grad for name, p in self.named_parameters()}
 
-    def save_params(self, path: str) -> None:
+    def save_params(self, path: str | os.PathLike) -> None:
         """Write the parameters to an ``.npz`` file atomically."""
         from .io import save_npz
 
-        save_npz(path, self.state_dict())
+        save_npz(_check_path("save_params", path), self.state_dict())
 
-    def load_params(self, path: str) -> None:
+    def load_params(self, path: str | os.PathLike) -> None:
         """Load parameters from our ``.npz`` or from the book's ``params.pkl`` (W1 ... b3).
 
         All or nothing: every entry's name, shape and dtype is checked (for an ``.npz``
         from the headers, before any data is read) before any parameter changes.
         """
-        from .io import check_state_dict, load_book_pickle, load_npz
+        from .io import check_state_dict, load_npz
+        from .picklesafe import load_book_pickle
 
+        path = _check_path("load_params", path)
         params = {name: p.data for name, p in self.named_parameters()}
         if str(path).endswith(".pkl"):
             book = load_book_pickle(path)

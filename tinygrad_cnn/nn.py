@@ -320,15 +320,17 @@ class Sequential(Module):
 
 def predict_classes(net: Module, x: np.ndarray, batch_size: int = 500) -> np.ndarray:
     """Arg-max class of every image in ``x`` (N, ...), in eval mode without a graph: (N,)."""
-    was_training = net.training
+    modes = [(m, m.training) for _, m in net.named_modules()]  # each module's own mode
     net.eval()
     try:
         with no_grad(), parallel.threads():
             parts = [
-                net(x[i : i + batch_size]).data.argmax(axis=1) for i in range(0, len(x), batch_size)
+                net(x[i : i + batch_size]).numpy().argmax(axis=1)
+                for i in range(0, len(x), batch_size)
             ]
     finally:
-        net.train(was_training)
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
     return np.concatenate(parts) if parts else np.zeros(0, np.int64)
 
 

@@ -48,7 +48,12 @@ _UNIT_INTERVAL = ("momentum", "decay_rate", "beta1", "beta2")
 
 def _hp(name: str, value: Any) -> float:
     """Validate hyperparameter ``name`` and return it as a Python float."""
-    v = float(value)
+    if isinstance(value, str | bytes) or np.ndim(value) != 0:
+        raise TypeError(f"{name} must be a real number, got {value!r}")
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number, got {value!r}") from None
     if name in _UNIT_INTERVAL:
         ok, rule = 0.0 <= v < 1.0, "in [0, 1)"
     elif name == "eps":
@@ -132,16 +137,25 @@ class Optimizer:
         return st
 
     def step(self) -> None:
-        """Apply one update to every parameter whose ``.grad`` is not None."""
+        """Apply one update to every parameter whose ``.grad`` is not None.
+
+        Every gradient is checked first: a mis-shaped one raises ``ValueError`` naming its
+        parameter before any parameter changes.
+        """
+        for i, p in enumerate(self.params):
+            g, w = p.grad, p.data
+            if g is not None and (
+                not isinstance(g, np.ndarray | np.generic)
+                or g.shape != w.shape
+                or g.dtype != w.dtype
+            ):
+                got = f"{g.shape} {g.dtype}" if hasattr(g, "dtype") else type(g).__name__
+                raise ValueError(f"{_label(i, p)}: grad is {got}, data is {w.shape} {w.dtype}")
         wd = float(self.weight_decay)
         for i, p in enumerate(self.params):
             if p.grad is None:
                 continue
             g, w = p.grad, written(p.data)  # one version bump, then plain NumPy
-            if g.shape != w.shape or g.dtype != w.dtype:
-                raise ValueError(
-                    f"{_label(i, p)}: grad is {g.shape} {g.dtype}, data is {w.shape} {w.dtype}"
-                )
             ct = compute_dtype(w.dtype)
             narrow = ct != w.dtype  # float16: update a float32 copy, then round back
             wc = w.astype(ct) if narrow else w
@@ -227,6 +241,10 @@ class Optimizer:
             a state array whose shape or dtype differs from its parameter's;
             the message names the entry.
         """
+        if not hasattr(state, "keys"):
+            raise TypeError(
+                f"load_state_dict: state must be a dict (or NpzFile), got {type(state).__name__}"
+            )
         n, keys = len(self.params), set(state.keys())
         idx = {k.split(".")[1] for k in keys if k.startswith("state.") and k.count(".") == 2}
         if len(idx) != n:

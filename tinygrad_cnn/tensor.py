@@ -50,7 +50,13 @@ class Tensor:
         if isinstance(data, np.ndarray | np.generic):
             arr = np.asarray(data)
         else:  # Python scalars and (nested) lists
-            arr = np.asarray(data)
+            try:
+                arr = np.asarray(data)
+            except ValueError:  # ragged nesting
+                raise TypeError(
+                    f"Tensor: data must be numbers, lists of numbers or an ndarray, got a "
+                    f"ragged {type(data).__name__} (rows of different lengths)"
+                ) from None
             if arr.dtype.kind not in "biuf":
                 raise TypeError(
                     f"Tensor: data must be numbers, lists of numbers or an ndarray, got "
@@ -150,6 +156,11 @@ class Tensor:
     def astype(self, dtype: Any) -> Tensor:
         """A leaf copy with another dtype (not differentiable)."""
         return Tensor(self._data.astype(dtype), name=self.name)
+
+    def to(self, dtype: Any) -> Tensor:
+        """This tensor as another float dtype, differentiably (the gradient comes back in
+        this tensor's dtype). ``astype`` makes a leaf copy instead."""
+        return F.cast(self, dtype)
 
     def zero_grad(self) -> None:
         self.grad = None

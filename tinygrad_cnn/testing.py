@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from .autograd import enable_grad, is_grad_enabled, no_grad
+from .autograd import enable_grad
 from .backprop import grad
 from .tensor import Tensor
 
@@ -73,8 +73,9 @@ def _analytic(fn: Fn, xs: list[Any], diff: list[int], u: np.ndarray | None, seed
 
 
 def _project(fn: Fn, xs: list[Any], u: np.ndarray) -> float:
-    with no_grad():
-        return float(np.vdot(u, fn(*xs).numpy()))
+    """``<u, fn(xs)>`` at shifted inputs. Recorded like any call (not under ``no_grad``), so a
+    function that uses ``grad`` inside (a gradient penalty) evaluates the same way here."""
+    return float(np.vdot(u, fn(*xs).numpy()))
 
 
 def gradcheck(
@@ -84,6 +85,7 @@ def gradcheck(
     rtol: float = 1e-5,
     atol: float = 1e-6,
     seed: int = 0,
+    _numeric: Fn | None = None,
 ) -> bool:
     """Check ``fn``'s backward against float64 central differences for every input needing grad.
 
@@ -116,9 +118,9 @@ def gradcheck(
         for k in range(flat.size):
             orig = flat[k]
             flat[k] = orig + eps
-            fp = _project(fn, xs, u)
+            fp = _project(_numeric or fn, xs, u)
             flat[k] = orig - eps
-            fm = _project(fn, xs, u)
+            fm = _project(_numeric or fn, xs, u)
             flat[k] = orig
             nflat[k] = (fp - fm) / (2 * eps)
         bad = np.abs(g - numeric) > atol + rtol * np.abs(numeric)
@@ -252,12 +254,11 @@ def gradgradcheck(
     u = Tensor(rng.standard_normal(y.shape), requires_grad=True)
     ws = [rng.standard_normal(xs[i].shape) for i in diff]
 
-    def first_derivative(*args: Any) -> Tensor:
-        # gradcheck differentiates this (grad mode on: the create_graph path under test) and
-        # evaluates it at shifted points (grad mode off: the first-order backward, which
+    def first_derivative(*args: Any, graph: bool = True) -> Tensor:
+        # gradcheck differentiates this with graph=True (the create_graph path under test) and
+        # evaluates it at shifted points with graph=False (the first-order backward, which
         # gradcheck has proven), so a backward_graph that disagrees with backward fails.
         *given, uu = args
-        graph = is_grad_enabled()
         with enable_grad():
             out = fn(*given)
             gs = grad(out, [given[i] for i in diff], uu, create_graph=graph, allow_unused=True)
@@ -273,7 +274,10 @@ def gradgradcheck(
         return total
 
     try:
-        return gradcheck(first_derivative, *xs, u, eps=eps, rtol=rtol, atol=atol, seed=seed)
+        return gradcheck(
+            first_derivative, *xs, u, eps=eps, rtol=rtol, atol=atol, seed=seed,
+            _numeric=lambda *args: first_derivative(*args, graph=False),
+        )  # fmt: skip
     except AssertionError as e:
         where = (
             str(e)

@@ -31,6 +31,7 @@ from numpy.lib.stride_tricks import as_strided
 
 from .. import parallel
 from ..autograd import Function, workspace
+from .shape import is_int
 
 Pair = tuple[int, int]
 
@@ -88,8 +89,6 @@ def pad2d(x: np.ndarray, padding: Pair, value: float = 0.0) -> np.ndarray:
     xp.fill(value)
     xp[:, :, PH : H + PH, PW : W + PW] = x
     return xp
-
-
 
 
 # ---------------------------------------------------------------------------- the one im2col
@@ -175,6 +174,7 @@ def im2col(x: np.ndarray, kernel_size: Any, stride: Any = 1, padding: Any = 0) -
     """
     kernel = pair(kernel_size, "im2col", "kernel_size")
     stride_, padding_ = pair(stride, "im2col", "stride"), pair(padding, "im2col", "padding")
+    x = np.asarray(x)
     OH, OW = check_geometry("im2col", x.shape, kernel, stride_, padding_)
     (N, C), (KH, KW) = x.shape[:2], kernel
     xp = pad2d(x, padding_).transpose(1, 2, 3, 0)  # (N, C, Hp, Wp) -> (C, Hp, Wp, N)
@@ -197,7 +197,9 @@ def col2im(
     """
     kernel = pair(kernel_size, "col2im", "kernel_size")
     stride_, padding_ = pair(stride, "col2im", "stride"), pair(padding, "col2im", "padding")
-    x_shape = tuple(x_shape)
+    if not isinstance(x_shape, tuple | list) or not all(is_int(d) for d in x_shape):
+        raise TypeError(f"col2im: x_shape must be a tuple of ints (N, C, H, W), got {x_shape!r}")
+    x_shape, col = tuple(int(d) for d in x_shape), np.asarray(col)
     OH, OW = check_geometry("col2im", x_shape, kernel, stride_, padding_)
     (N, C), (KH, KW) = x_shape[:2], kernel
     expected = (N * OH * OW, C * KH * KW)
@@ -307,3 +309,15 @@ class Conv2d(Function):
             gw = gwb[:, :K].reshape(self.w_shape)  # (OC, K) -> (OC, C, KH, KW)
             gb = gwb[:, K] if len(need) == 3 else None  # the row of ones: sum over N, OH, OW
         return (gx, gw) if len(need) == 2 else (gx, gw, gb)
+
+    def backward_graph(self, gy):
+        from .adjoint import Conv2dGradInput, Conv2dGradWeight  # they build on this module
+
+        x, w, *b = self.parents
+        need = self.needs_input_grad
+        attrs = {"stride": self.stride, "padding": self.padding}
+        gx = Conv2dGradInput.apply(gy, w, x_shape=x.shape, **attrs) if need[0] else None
+        gw = Conv2dGradWeight.apply(x, gy, w_shape=w.shape, **attrs) if need[1] else None
+        if not b:
+            return gx, gw
+        return gx, gw, (gy.sum(axis=(0, 2, 3)) if need[2] else None)

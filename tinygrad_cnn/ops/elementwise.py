@@ -33,12 +33,18 @@ class Add(BinaryOp):
     def backward(self, gy):
         return gy, gy
 
+    def backward_graph(self, gy):
+        return gy, gy
+
 
 class Sub(BinaryOp):
     def compute(self, a, b):
         return a - b
 
     def backward(self, gy):
+        return gy, (-gy if self.needs_input_grad[1] else None)
+
+    def backward_graph(self, gy):
         return gy, (-gy if self.needs_input_grad[1] else None)
 
 
@@ -53,6 +59,11 @@ class Mul(BinaryOp):
         gb = gy * a if self.needs_input_grad[1] else None
         return ga, gb
 
+    def backward_graph(self, gy):
+        a, b = self.parents
+        need = self.needs_input_grad
+        return (gy * b if need[0] else None), (gy * a if need[1] else None)
+
 
 class Div(BinaryOp):
     def compute(self, a, b):
@@ -65,12 +76,20 @@ class Div(BinaryOp):
         gb = -gy * a / (b * b) if self.needs_input_grad[1] else None
         return ga, gb
 
+    def backward_graph(self, gy):
+        a, b = self.parents
+        need = self.needs_input_grad
+        return (gy / b if need[0] else None), (-gy * a / (b * b) if need[1] else None)
+
 
 class Neg(Function):
     def forward(self, x):
         return -x
 
     def backward(self, gy):
+        return -gy
+
+    def backward_graph(self, gy):
         return -gy
 
 
@@ -89,6 +108,11 @@ class Pow(Function):
         p = self.exponent
         return gy * (p * x ** (p - 1))
 
+    def backward_graph(self, gy):
+        (x,) = self.parents
+        p = self.exponent
+        return gy * (x ** (p - 1) * p)
+
 
 class Exp(Function):
     def forward(self, x):
@@ -99,6 +123,10 @@ class Exp(Function):
     def backward(self, gy):
         return gy * self.saved["y"]
 
+    def backward_graph(self, gy):
+        (x,) = self.parents
+        return gy * Exp.apply(x)
+
 
 class Log(Function):
     def forward(self, x):
@@ -107,6 +135,10 @@ class Log(Function):
 
     def backward(self, gy):
         return gy / self.saved["x"]
+
+    def backward_graph(self, gy):
+        (x,) = self.parents
+        return gy / x
 
 
 class ReLU(Function):
@@ -134,6 +166,10 @@ class ReLU(Function):
         gx = workspace.empty_like(mask, dtype=gy.dtype)
         parallel.elementwise(lambda g, m, out: np.multiply(g, m, out=out), gy, mask, gx)
         return gx
+
+    def backward_graph(self, gy):
+        # The mask is constant where ReLU is differentiable: its second derivative is 0.
+        return gy * self.saved["mask"].astype(gy.dtype)
 
 
 def _relu_and_mask(x: np.ndarray, zeros: np.ndarray, y: np.ndarray, mask: np.ndarray) -> None:
@@ -163,6 +199,11 @@ class Sigmoid(Function):
         y = self.saved["y"]
         return gy * y * (1 - y)
 
+    def backward_graph(self, gy):
+        (x,) = self.parents
+        y = Sigmoid.apply(x)
+        return gy * y * (1 - y)
+
 
 class Tanh(Function):
     def forward(self, x):
@@ -172,4 +213,9 @@ class Tanh(Function):
 
     def backward(self, gy):
         y = self.saved["y"]
+        return gy * (1 - y * y)
+
+    def backward_graph(self, gy):
+        (x,) = self.parents
+        y = Tanh.apply(x)
         return gy * (1 - y * y)

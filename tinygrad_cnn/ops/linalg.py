@@ -37,6 +37,21 @@ class MatMul(Function):
         gb = _matmul(np.swapaxes(a, -1, -2), gy) if self.needs_input_grad[1] else None
         return ga, gb
 
+    def backward_graph(self, gy):
+        a, b = self.parents
+        need = self.needs_input_grad
+        # gy (..., N, M) @ b^T (..., M, K) -> (..., N, K); a^T (..., K, N) @ gy -> (..., K, M)
+        ga = gy @ _swap_last(b) if need[0] else None
+        gb = _swap_last(a) @ gy if need[1] else None
+        return ga, gb
+
+
+def _swap_last(t):
+    """A Tensor with its last two axes swapped (a transposed matrix, batched)."""
+    axes = list(range(t.ndim))
+    axes[-2], axes[-1] = axes[-1], axes[-2]
+    return t.transpose(tuple(axes))
+
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b``, split across threads inside ``parallel.threads()``: 2-D products by rows of
@@ -80,3 +95,12 @@ class Linear(Function):
             return gx, gw
         gb = gy.sum(axis=0) if need[2] else None
         return gx, gw, gb
+
+    def backward_graph(self, gy):
+        x, w, *b = self.parents
+        need = self.needs_input_grad
+        gx = gy @ w.transpose() if need[0] else None  # (N, OUT) @ (OUT, IN)
+        gw = x.transpose() @ gy if need[1] else None  # (IN, N) @ (N, OUT)
+        if not b:
+            return gx, gw
+        return gx, gw, (gy.sum(axis=0) if need[2] else None)

@@ -27,6 +27,11 @@ class Softmax(Function):
         y = self.saved["y"]
         return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
 
+    def backward_graph(self, gy):
+        (x,) = self.parents
+        y = Softmax.apply(x, axis=self.axis)
+        return y * (gy - (gy * y).sum(axis=self.axis, keepdims=True))
+
 
 class LogSoftmax(Function):
     attr_names = ("axis",)
@@ -40,6 +45,11 @@ class LogSoftmax(Function):
     def backward(self, gy):
         y = self.saved["y"]
         return gy - np.exp(y) * gy.sum(axis=self.axis, keepdims=True)
+
+    def backward_graph(self, gy):
+        (x,) = self.parents
+        p = Softmax.apply(x, axis=self.axis)
+        return gy - p * gy.sum(axis=self.axis, keepdims=True)
 
 
 class SoftmaxCrossEntropy(Function):
@@ -114,4 +124,21 @@ class SoftmaxCrossEntropy(Function):
             gz = p
         if len(self.needs_input_grad) > 1 and self.needs_input_grad[1]:
             gt = -logp * scale
+        return gz, gt
+
+    def backward_graph(self, gy):
+        z, t = self.parents
+        N, K = z.shape
+        scale = gy / N
+        gz = gt = None
+        if self.needs_input_grad[0]:
+            p = Softmax.apply(z, axis=1)
+            if t.ndim == 1:  # integer labels: a constant one-hot
+                onehot = np.zeros((N, K), z.dtype)
+                onehot[np.arange(N), t.numpy()] = 1
+                gz = (p - onehot) * scale
+            else:
+                gz = (p * t.sum(axis=1, keepdims=True) - t) * scale
+        if len(self.needs_input_grad) > 1 and self.needs_input_grad[1]:
+            gt = -LogSoftmax.apply(z, axis=1) * scale
         return gz, gt

@@ -95,6 +95,13 @@ class MaxPool2d(Function):
         parallel.along(memory_order(idx)[0], idx.shape, scatter)
         return gxp[:, :, PH : H + PH, PW : W + PW]
 
+    def backward_graph(self, gy):
+        from .adjoint import MaxPool2dScatter  # it builds on this module
+
+        return MaxPool2dScatter.apply(gy, idx=self.saved["idx"], kernel=self.kernel,
+                                      stride=self.stride, padding=self.padding,
+                                      x_shape=self.x_shape)  # fmt: skip
+
 
 def _like(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``b`` in ``a``'s memory order (a pooled copy unless it already is)."""
@@ -127,6 +134,12 @@ class AvgPool2d(Function):
         # (N, C, OH, OW) -> (N, C, OH, OW, KH, KW), a broadcast view
         g6 = np.broadcast_to(gy_each[..., None, None], (*gy.shape, KH, KW))
         return fold(g6, self.x_shape, self.kernel, self.stride, self.padding)
+
+    def backward_graph(self, gy):
+        from .adjoint import AvgPool2dSpread  # it builds on this module
+
+        return AvgPool2dSpread.apply(gy, kernel=self.kernel, stride=self.stride,
+                                     padding=self.padding, x_shape=self.x_shape)  # fmt: skip
 
 
 def _check_pool_padding(op: str, kernel: Pair, padding: Pair) -> None:
