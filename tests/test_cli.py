@@ -128,3 +128,20 @@ def test_one_accuracy_function_everywhere():
     assert acc == net.accuracy(x[:300], onehot) and 0 < acc < 1
     with pytest.raises(ValueError, match="300 images"):
         models.accuracy(net, x[:300], t[:299])
+
+
+def test_train_monitor_writes_its_records_and_picture(tmp_path, capsys):
+    import json
+
+    args = ["train", "--epochs", "1", "--limit", "600", "--quiet", "--out", str(tmp_path)]
+    assert main([*args, "--monitor", "2"]) == 0  # 6 steps of 100 images
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert [r["step"] for r in history["monitor"]] == [0, 2, 4]
+    assert set(history["monitor"][0]["grad_norm"]) == {
+        "conv1.weight", "conv1.bias", "fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"
+    }  # fmt: skip
+    assert (tmp_path / "monitor.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "monitor.png" in capsys.readouterr().out
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    plain = json.loads((tmp_path / "plain" / "history.json").read_text())
+    assert "monitor" not in plain and not (tmp_path / "plain" / "monitor.png").exists()

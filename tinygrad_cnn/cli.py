@@ -150,6 +150,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         epochs=args.epochs, mini_batch_size=settings["batch_size"],
         optimizer=settings["optimizer"], optimizer_param={"lr": lr},
         progress=not args.quiet, seed=settings["seed"], checkpoint=checkpoint,
+        monitor=args.monitor,
     )  # fmt: skip
     if args.resume:
         trainer.load_checkpoint(checkpoint)
@@ -175,6 +176,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         json.dump(history, f, indent=1)
     written = ["params.npz", "history.json", "checkpoint.npz"]
     written += _plot_accuracy(history, out / "accuracy.png")
+    if history.get("monitor"):
+        written += _plot_monitor(history, out / "monitor.png")
     n = settings["batch_size"]
     written += _graph(net, x_train[:n], t_train[:n], out)
     seconds = sum(history["epoch_seconds"])
@@ -208,6 +211,17 @@ def _plot_accuracy(history: dict, path: Path) -> list[str]:
     with atomic_write(path) as f:
         fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
+    return [path.name]
+
+
+def _plot_monitor(history: dict, path: Path) -> list[str]:
+    from .monitor import plot_monitor
+
+    try:
+        plot_monitor(history, path)
+    except ImportError:
+        print("note: matplotlib is not installed, so monitor.png was not drawn", file=sys.stderr)
+        return []
     return [path.name]
 
 
@@ -326,6 +340,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--quiet", action="store_true", help="no progress bar (per-epoch lines stay)")
     p.add_argument("--limit", type=_positive, help="train on the first N images (quick trials)")
+    p.add_argument(
+        "--monitor", nargs="?", type=_positive, const=50, metavar="N",
+        help="every N steps (default 50), record per-layer gradient norms, update/weight "
+        "ratios, activation statistics and dead ReLUs into history.json and monitor.png",
+    )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test accuracy and confusion matrix of saved params")
