@@ -719,7 +719,7 @@ ckpt("checkpoints-other-optimizer",
      lambda e: Trainer(e.net, e.trainer.x_train, e.trainer.t_train, e.trainer.x_test,
                        e.trainer.t_test, mini_batch_size=10, optimizer="sgd", verbose=False,
                        ).load_checkpoint(e.checkpoint),
-     ValueError, "checkpoint.npz", "SGD", "optim/")
+     ValueError, "checkpoint.npz", "SGD", "another optimizer")
 ckpt("checkpoints-save-onto-directory",
      lambda e: e.trainer.save_checkpoint(e.mkdir("ck")), ValueError,
      "ck", "directory")

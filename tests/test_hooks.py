@@ -219,3 +219,26 @@ def test_a_shape_error_inside_a_module_names_the_layer():
     with pytest.raises(ValueError) as info:
         F.conv2d(Tensor(np.zeros((1, 3, 8, 8))), Tensor(np.zeros((2, 1, 3, 3))))
     assert "in module" not in str(info.value)  # outside any module: the op's own message
+
+
+def test_a_forward_hook_returning_an_array_is_refused_not_a_silent_cut():
+    lin = Linear(2, 2, rng=0)
+    with lin.register_forward_hook(lambda m, xs, y: y.numpy() * 1), pytest.raises(
+        TypeError, match="forward hook returned a ndarray; return a Tensor"
+    ):
+        lin(np.ones((1, 2), np.float32))
+
+
+def test_a_user_op_named_like_a_builtin_does_not_replace_it():
+    from tinygrad_cnn import Function
+    from tinygrad_cnn.ops.elementwise import ReLU as BuiltinReLU
+
+    class ReLU(Function):  # noqa: N801  (a learner's own)
+        def forward(self, x):
+            return np.maximum(x, 0)
+
+        def backward(self, gy):
+            return gy
+
+    assert Function.registry["ReLU"] is BuiltinReLU
+    assert Function.registry[f"{__name__}.{ReLU.__qualname__}"] is ReLU

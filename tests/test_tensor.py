@@ -280,3 +280,56 @@ def test_functional_and_methods_agree():
     np.testing.assert_array_equal(F.sum(x, 1).data, x.sum(axis=1).data)
     np.testing.assert_array_equal(F.transpose(x).data, x.T.data)
     np.testing.assert_array_equal(F.flatten(x).data, x.flatten().data)
+
+
+# ----------------------------------------------------------------------------- in-place operators
+def test_inplace_update_of_a_parameter_needs_no_grad_and_then_updates_it():
+    from tinygrad_cnn import no_grad
+
+    p = Tensor(np.array([1.0, 2.0]), requires_grad=True, name="w")
+    p.grad = np.array([10.0, 20.0])
+    with pytest.raises(RuntimeError, match=r"Tensor -=: tensor 'w' \(shape \(2,\)\) requires grad"):
+        p -= 0.1 * p.grad
+    same = p
+    with no_grad():
+        p -= 0.1 * p.grad
+        p *= 2.0
+    assert p is same and p.is_leaf
+    np.testing.assert_allclose(p.numpy(), [0.0, 0.0], atol=1e-12)
+
+
+def test_inplace_on_an_intermediate_makes_a_new_tensor_and_on_a_constant_updates_it():
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    h = x * 2.0
+    before = h
+    h += 1.0  # recorded: a new tensor, gradients still flow
+    assert h is not before and h.op.name == "Add"
+    h.sum().backward()
+    np.testing.assert_array_equal(x.grad, [2.0, 2.0])
+    c = Tensor(np.array([1.0, 2.0]))
+    same = c
+    c += np.array([1.0, 1.0])
+    assert c is same
+    np.testing.assert_array_equal(c.numpy(), [2.0, 3.0])
+    with pytest.raises(ValueError, match=r"Tensor \+=: cannot update a tensor of shape \(2,\)"):
+        c += np.ones(3)
+
+
+def test_an_inplace_update_of_a_saved_tensor_is_caught_at_backward():
+    from tinygrad_cnn import no_grad
+
+    a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    b = Tensor(np.array([3.0, 4.0]), requires_grad=True, name="b")
+    y = (a * b).sum()
+    with no_grad():
+        b -= 1.0
+    with pytest.raises(RuntimeError, match="tensor 'b'.*changed in place"):
+        y.backward()
+
+
+def test_one_element_tensors_convert_and_format_like_numbers():
+    loss = Tensor(np.array(2.40759, np.float32))
+    assert float(loss) == pytest.approx(2.40759) and int(Tensor(np.array(3.0))) == 3
+    assert f"{loss:.3f}" == "2.408" and f"{loss}" == str(loss)
+    with pytest.raises(ValueError, match="has 2 elements, not 1"):
+        float(Tensor(np.ones(2)))

@@ -356,3 +356,24 @@ def test_module_gradcheck_catches_a_broken_layer(bug):
     x = np.random.default_rng(7).standard_normal((3, 4))
     with pytest.raises(AssertionError, match=r"input \d \('w\d'\)"):
         module_gradcheck(net, lambda: net(x).sum())
+
+
+def test_gradcheck_is_not_fooled_by_a_kink_next_to_the_point():
+    """An input 5e-7 from ReLU's kink: the default step (1e-6) straddles it, smaller steps do
+    not. The check measures the disagreeing elements again before failing, so a right
+    gradient passes, and a wrong one still fails."""
+    from tinygrad_cnn import Function
+
+    x = Tensor(np.array([5e-7, 0.3, -0.2]), requires_grad=True)
+    assert gradcheck(lambda t: (t * 1.0).relu(), x)
+
+    class WrongRamp(Function):
+        def forward(self, x):
+            self.save(x=x)
+            return np.maximum(x, 0)
+
+        def backward(self, gy):
+            return gy * (self.saved["x"] > 0) * 1.5
+
+    with pytest.raises(AssertionError, match="is wrong at index"):
+        gradcheck(lambda t: WrongRamp.apply(t), x)

@@ -193,7 +193,14 @@ class Function:
     def __init_subclass__(cls, register: bool = True, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if register:
-            Function.registry[cls.__name__] = cls
+            # A user op named like a built-in one (``class ReLU(Function)``) is listed under its
+            # qualified name instead of silently taking the built-in's place.
+            taken = Function.registry.get(cls.__name__)
+            builtin = taken is not None and taken.__module__.startswith("tinygrad_cnn.")
+            key = cls.__name__
+            if builtin and not cls.__module__.startswith("tinygrad_cnn."):
+                key = f"{cls.__module__}.{cls.__qualname__}"
+            Function.registry[key] = cls
 
     def __init__(self, **attrs: Any) -> None:
         self._attrs = attrs

@@ -178,28 +178,30 @@ def _root_grad(op: str, root: Tensor, grad: Any, graph: bool = False) -> Any:
     when ``graph`` (a Tensor given as ``grad`` is kept, with its own graph)."""
     Tensor = _tensor_type()
 
+    first = "backward(retain_graph=True)" if op == "backward" else "grad(..., retain_graph=True)"
+    arg = "grad" if op == "backward" else "grad_outputs"
     if root._ctx is not None and root._ctx.freed:
         raise RuntimeError(
-            f"{op}: the graph was already freed by an earlier backward(); call "
-            "backward(retain_graph=True) the first time to backpropagate twice"
+            f"{op}: the graph was already freed by an earlier backward() or grad(); call "
+            f"{first} the first time to go through it twice"
         )
     if grad is None:
         if root.size != 1:
             raise RuntimeError(
-                f"{op}: grad can be omitted only for a scalar output, got shape {root.shape}; "
-                "pass a gradient with that shape"
+                f"{op}: {arg} can be omitted only for a scalar output, got shape {root.shape}; "
+                f"pass {arg} with that shape"
             )
         gy = np.ones(root.shape, dtype=root.dtype)
         return Tensor(gy) if graph else gy
     if graph and isinstance(grad, Tensor) and grad.dtype == root.dtype:
         if grad.shape != root.shape:
-            raise ValueError(f"{op}: grad has shape {grad.shape}, expected {root.shape}")
+            raise ValueError(f"{op}: {arg} has shape {grad.shape}, expected {root.shape}")
         return grad
     gy = np.asarray(grad._data if isinstance(grad, Tensor) else grad)
     if gy.shape != root.shape:
-        raise ValueError(f"{op}: grad has shape {gy.shape}, expected {root.shape}")
+        raise ValueError(f"{op}: {arg} has shape {gy.shape}, expected {root.shape}")
     if gy.dtype.kind not in "fiub":
-        raise TypeError(f"{op}: grad must be numeric, got dtype {gy.dtype}")
+        raise TypeError(f"{op}: {arg} must be numeric, got dtype {gy.dtype}")
     gy = gy.astype(root.dtype, copy=False)
     return Tensor(gy) if graph else gy
 
@@ -269,18 +271,15 @@ def _backward_op(
     if versions is not None:
         _check_versions(ctx, versions)
     gxs = ctx.backward(gy)
-    if not isinstance(gxs, tuple):
-        gxs = (gxs,)
-    for hook in op_hooks:
-        replaced = hook(ctx, gy, gxs)
-        if replaced is not None:
-            gxs = tuple(replaced)
+    gxs = tuple(gxs) if isinstance(gxs, tuple | list) else (gxs,)
     parents = ctx.parents
     if len(gxs) != len(parents):
         raise RuntimeError(
             f"{ctx.name}.backward returned {len(gxs)} gradient(s) for {len(parents)} input(s); "
             "return one per input (None where needs_input_grad is False)"
         )
+    if op_hooks:
+        gxs = _run_op_hooks(op_hooks, ctx, gy, gxs)
     for i, (parent, need, gx) in enumerate(zip(parents, ctx.needs_input_grad, gxs, strict=True)):
         if not need or gx is None:
             continue
@@ -300,6 +299,23 @@ def _backward_op(
         grads[id(parent)] = gx if prev is None else prev + gx
 
 
+def _run_op_hooks(hooks: tuple, ctx: Function, gy: Any, gxs: tuple[Any, ...]) -> tuple:
+    """Let the ``on_op_backward`` hooks see (and maybe replace) an op's input gradients."""
+    for hook in hooks:
+        replaced = hook(ctx, gy, gxs)
+        if replaced is None:
+            continue
+        replaced = tuple(replaced) if isinstance(replaced, tuple | list) else (replaced,)
+        if len(replaced) != len(gxs):
+            name = getattr(hook, "__qualname__", type(hook).__name__)
+            raise RuntimeError(
+                f"on_op_backward hook {name} returned {len(replaced)} gradient(s) for "
+                f"{ctx.name}, which has {len(gxs)} input(s); return one per input or None"
+            )
+        gxs = replaced
+    return gxs
+
+
 def _graph_op(ctx: Function, gy: Tensor, grads: dict[int, Tensor], op_hooks: tuple) -> None:
     """``_backward_op`` for ``create_graph``: the op's ``backward_graph`` records new ops."""
     versions = getattr(ctx, "_versions", None)
@@ -313,18 +329,15 @@ def _graph_op(ctx: Function, gy: Tensor, grads: dict[int, Tensor], op_hooks: tup
             gxs = ctx.backward_graph(gy)
     finally:
         _state.scope = saved_scope
-    if not isinstance(gxs, tuple):
-        gxs = (gxs,)
-    for hook in op_hooks:
-        replaced = hook(ctx, gy, gxs)
-        if replaced is not None:
-            gxs = tuple(replaced)
+    gxs = tuple(gxs) if isinstance(gxs, tuple | list) else (gxs,)
     parents = ctx.parents
     if len(gxs) != len(parents):
         raise RuntimeError(
             f"{ctx.name}.backward_graph returned {len(gxs)} gradient(s) for {len(parents)} "
             "input(s); return one per input (None where needs_input_grad is False)"
         )
+    if op_hooks:
+        gxs = _run_op_hooks(op_hooks, ctx, gy, gxs)
     for i, (parent, need, gx) in enumerate(zip(parents, ctx.needs_input_grad, gxs, strict=True)):
         if not need or gx is None:
             continue

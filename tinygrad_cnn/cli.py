@@ -35,7 +35,8 @@ def _check_file(flag: str, path: Path) -> None:
     try:
         check_readable_file(path)
     except OSError as e:
-        raise type(e)(e.errno, f"{flag}: {e.strerror}") from None
+        where = f": {e.filename}" if e.filename and e.filename not in e.strerror else ""
+        raise type(e)(e.errno, f"{flag}: {e.strerror}{where}") from None
     except ValueError as e:
         raise ValueError(f"{flag}: {e}") from None
 

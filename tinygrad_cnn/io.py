@@ -50,7 +50,7 @@ def check_readable_file(path: Path, what: str = "file") -> None:
     try:
         st = path.stat()
     except (FileNotFoundError, NotADirectoryError):
-        raise FileNotFoundError(errno.ENOENT, f"no such {what}: {path}", str(path)) from None
+        raise FileNotFoundError(errno.ENOENT, f"no such {what}", str(path)) from None
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, f"{path} is a directory, not a {what}", str(path))
     if not stat.S_ISREG(st.st_mode):

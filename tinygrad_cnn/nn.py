@@ -134,6 +134,12 @@ class Module:
         for hook in self._forward_hooks:
             new = hook(self, args, out)
             if new is not None:
+                if isinstance(out, Tensor) and not isinstance(new, Tensor):
+                    raise TypeError(
+                        f"{self._scope_name}: a forward hook returned a {type(new).__name__}; "
+                        "return a Tensor (computed with Tensor ops, so gradients still flow) "
+                        "or None to keep the output"
+                    )
                 out = new
         return out
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .autograd import RemovableHandle
+from .autograd import RemovableHandle, is_grad_enabled
 from .backprop import backward as _backward
 from .tracked import tracked_view
 
@@ -144,6 +144,16 @@ class Tensor:
         """The underlying array itself (not a copy; writes through it are not tracked)."""
         return self._data
 
+    def __float__(self) -> float:
+        return float(self.item())
+
+    def __int__(self) -> int:
+        return int(self.item())
+
+    def __format__(self, spec: str) -> str:
+        """``f"{loss:.4f}"`` formats a one-element tensor's value; no spec gives ``str``."""
+        return format(self.item(), spec) if spec else str(self)
+
     def item(self) -> float | int:
         if self.size != 1:
             raise ValueError(f"item: tensor of shape {self.shape} has {self.size} elements, not 1")
@@ -262,6 +272,46 @@ class Tensor:
 
     def __rtruediv__(self, other: Any) -> Tensor:
         return F.div(other, self)
+
+    # In-place operators: ``p -= lr * p.grad`` updates ``p`` under ``no_grad()`` (an optimizer
+    # step) or when it needs no gradient; on a leaf that requires grad, with recording on, it
+    # would silently make a new tensor instead of updating the parameter, so it raises.
+    def __iadd__(self, other: Any) -> Tensor:
+        return self._inplace("+=", np.add, other) or self + other
+
+    def __isub__(self, other: Any) -> Tensor:
+        return self._inplace("-=", np.subtract, other) or self - other
+
+    def __imul__(self, other: Any) -> Tensor:
+        return self._inplace("*=", np.multiply, other) or self * other
+
+    def __itruediv__(self, other: Any) -> Tensor:
+        return self._inplace("/=", np.divide, other) or self / other
+
+    def _inplace(self, symbol: str, ufunc: Any, other: Any) -> Tensor | None:
+        """Update this tensor's array in place and return it, or None to compute a new tensor
+        (an intermediate in a recorded graph)."""
+        recording = self.requires_grad and is_grad_enabled()
+        if recording and self._ctx is None:
+            name = f" {self.name!r}" if self.name else ""
+            raise RuntimeError(
+                f"Tensor {symbol}: tensor{name} (shape {self.shape}) requires grad, so an "
+                f"in-place {symbol} while recording would only make a new tensor and leave it "
+                f"unchanged; update parameters inside `with no_grad():` (or use an optimizer)"
+            )
+        if recording:
+            return None
+        value = other._data if isinstance(other, Tensor) else other
+        try:
+            ufunc(self._data, value, out=self._data, casting="same_kind")
+        except (ValueError, TypeError) as e:
+            shape = getattr(value, "shape", ())
+            raise ValueError(
+                f"Tensor {symbol}: cannot update a tensor of shape {self.shape} {self.dtype} "
+                f"in place with a value of shape {shape} ({e})"
+            ) from None
+        self._version[0] += 1
+        return self
 
     def __neg__(self) -> Tensor:
         return F.neg(self)

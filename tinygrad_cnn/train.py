@@ -63,7 +63,7 @@ class Trainer:
     seed : int, optional
         Seeds the batch order; with a seeded network the run is fully reproducible.
     checkpoint : path, optional
-        Written atomically after every epoch; ``resume()`` continues from it.
+        Written atomically after every epoch; ``load_checkpoint()`` continues from it.
     threads : int, optional
         Threads the hot ops split their work across during ``train()`` (see
         ``tinygrad_cnn.parallel.threads``); default: as many as NumPy's BLAS uses.
@@ -283,6 +283,13 @@ class Trainer:
         want["meta"] = ()
         if set(info) != set(want) or any(info[k][0] != s for k, s in want.items()):
             bad = sorted(set(info) ^ set(want)) or [k for k, s in want.items() if info[k][0] != s]
+            if all(k.startswith("optim/") for k in bad):
+                theirs = sorted(k[6:] for k in info if k.startswith("optim/") and "." not in k)
+                raise ValueError(
+                    f"{path} holds the state of another optimizer (hyperparameters {theirs}), "
+                    f"not of this Trainer's {type(self.optimizer).__name__}; resume with the "
+                    "optimizer it was trained with"
+                )
             raise ValueError(
                 f"{path} does not fit this network and {type(self.optimizer).__name__} "
                 f"optimizer (resume with the same options it was trained with): "
