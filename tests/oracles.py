@@ -313,3 +313,83 @@ def max_pool2d_naive_gather(
     for n, c, oh, ow in _pool_windows(x, out):
         y[n, c, oh, ow] = z[(n, c, *_argmax_window(x, n, c, oh, ow, k, s, p))]
     return y
+
+
+# ------------------------------------------------------------------ the ops of issue 12
+# Scalar formulas applied element by element (math, not NumPy's vectorised code), and loops.
+
+
+def elementwise(fn) -> np.ufunc:
+    """A Python scalar function as a float64 elementwise function (``np.vectorize``)."""
+    return np.vectorize(lambda v: float(fn(float(v))), otypes=[np.float64])
+
+
+erf_naive = elementwise(math.erf)
+gelu_naive = elementwise(lambda v: v * 0.5 * (1.0 + math.erf(v / math.sqrt(2.0))))
+gelu_tanh_naive = elementwise(
+    lambda v: 0.5 * v * (1 + math.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+)
+
+
+def softplus_naive(x: np.ndarray, beta: float = 1.0) -> np.ndarray:
+    return elementwise(lambda v: math.log(1.0 + math.exp(beta * v)) / beta)(x)
+
+
+def elu_naive(x: np.ndarray, alpha: float = 1.0) -> np.ndarray:
+    return elementwise(lambda v: v if v > 0 else alpha * (math.exp(v) - 1.0))(x)
+
+
+def leaky_relu_naive(x: np.ndarray, slope: float = 0.01) -> np.ndarray:
+    return elementwise(lambda v: v if v > 0 else slope * v)(x)
+
+
+def bce_with_logits_naive(x: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The textbook form ``-[t log s + (1 - t) log(1 - s)]``, s = sigmoid(x) (moderate x only)."""
+    s = 1.0 / (1.0 + np.exp(-x))
+    return -(t * np.log(s) + (1 - t) * np.log(1 - s))
+
+
+def cat_naive(arrays: list[np.ndarray], axis: int) -> np.ndarray:
+    """Each input copied into its block of a zero array."""
+    shape = list(arrays[0].shape)
+    shape[axis] = sum(a.shape[axis] for a in arrays)
+    out, at = np.zeros(shape), 0
+    for a in arrays:
+        index = [slice(None)] * a.ndim
+        index[axis] = slice(at, at + a.shape[axis])
+        out[tuple(index)] = a
+        at += a.shape[axis]
+    return out
+
+
+def pad_naive(x: np.ndarray, widths: list[tuple[int, int]], mode: str, value: float = 0.0):
+    """Every output element looked up by index: constant fill, or the mirrored input index."""
+    shape = [n + lo + hi for n, (lo, hi) in zip(x.shape, widths, strict=True)]
+    out = np.full(shape, float(value))
+    for pos in itertools.product(*(range(n) for n in shape)):
+        src = []
+        for i, n, (lo, _) in zip(pos, x.shape, widths, strict=True):
+            j = i - lo
+            if mode == "reflect":
+                j = -j if j < 0 else (2 * (n - 1) - j if j >= n else j)
+            src.append(j)
+        if all(0 <= j < n for j, n in zip(src, x.shape, strict=True)):
+            out[pos] = x[tuple(src)]
+    return out
+
+
+def conv_transpose2d_naive(x, w, b=None, stride: Pair = 1, padding: Pair = 0, output_padding=0):
+    """Each input pixel scatters ``x[n, c, i, j] * w[c, oc]`` into the output at
+    ``(i*SH - PH + kh, j*SW - PW + kw)``; x (N, C, H, W), w (C, OC, KH, KW)."""
+    (SH, SW), (PH, PW), (OPH, OPW) = _pair(stride), _pair(padding), _pair(output_padding)
+    N, C, H, W = x.shape
+    _, OC, KH, KW = w.shape
+    OH, OW = (H - 1) * SH - 2 * PH + KH + OPH, (W - 1) * SW - 2 * PW + KW + OPW
+    y = np.zeros((N, OC, OH, OW)) + (0.0 if b is None else np.asarray(b)[:, None, None])
+    for n, c, i, j, oc, kh, kw in itertools.product(
+        range(N), range(C), range(H), range(W), range(OC), range(KH), range(KW)
+    ):
+        oh, ow = i * SH - PH + kh, j * SW - PW + kw
+        if 0 <= oh < OH and 0 <= ow < OW:
+            y[n, oc, oh, ow] += float(x[n, c, i, j]) * float(w[c, oc, kh, kw])
+    return y

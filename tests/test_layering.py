@@ -20,17 +20,18 @@ FLOORS: dict[str, int] = {
     "workspace": 0, "parallel": 0, "tracked": 0, "io": 0, "picklesafe": 0,
     "autograd": 1, "backprop": 1,
     "ops": 2,
-    "functional": 3,
+    "functional": 3, "functional_tensor": 3, "functional_nn": 3,
     "tensor": 4,
-    "nn": 5, "optim": 5, "transforms": 5,
+    "nn": 5, "optim": 5, "transforms": 5, "layers": 5,
     "models": 6,
     "data": 7, "datasets": 7, "train": 7, "monitor": 7,
     "viz": 8, "audit": 8, "anomaly": 8, "testing": 8, "strategies": 8, "book": 8,
+    "bookbridge": 8, "bookdiag": 8, "bookreport": 8,
     "plots": 8, "explore": 8,
     "cli": 9, "__main__": 9, "__init__": 9,
 }  # fmt: skip
-CORE = {"autograd", "backprop", "tensor", "ops", "functional", "nn", "optim", "workspace",
-        "parallel", "tracked"}  # fmt: skip
+CORE = {"autograd", "backprop", "tensor", "ops", "functional", "functional_tensor",
+        "functional_nn", "nn", "layers", "optim", "workspace", "parallel", "tracked"}  # fmt: skip
 TOOLS = {"viz", "audit", "anomaly", "testing", "cli", "train", "data", "monitor", "plots"}
 #: Upward imports allowed, each inside one function: (module, function, imported module).
 ALLOWED_UP = {

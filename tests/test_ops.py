@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
 import numpy as np
 import pytest
@@ -18,12 +19,21 @@ from hypothesis import given
 from oracles import (
     avg_pool2d_naive,
     avg_pool2d_naive_grad,
+    bce_with_logits_naive,
+    cat_naive,
     conv2d_naive,
     conv2d_naive_grads,
+    elu_naive,
+    erf_naive,
+    gelu_naive,
+    gelu_tanh_naive,
+    leaky_relu_naive,
     max_pool2d_naive,
     max_pool2d_naive_gather,
     max_pool2d_naive_grad,
+    pad_naive,
     softmax_cross_entropy_naive,
+    softplus_naive,
 )
 
 import tinygrad_cnn.functional as F
@@ -269,6 +279,110 @@ def _avg_spread(data):
                                                 cfg.padding))  # fmt: skip
 
 
+# ----------------------------------------------------------------------------- issue 12's ops
+# Inputs are built away from each op's kinks: |x| >= 0.1 for abs, leaky_relu, elu and the norm;
+# values on a 0.05 grid against bounds and offsets on the 0.025 off-grid for clip and min/max.
+
+
+def _grid(a: np.ndarray, step: float = 0.05) -> np.ndarray:
+    return np.round(a / step) * step
+
+
+def _clip(data):
+    x = _grid(data.draw(tst.arrays(tst.shapes(max_dims=3))))
+    lo, hi = (data.draw(st.none() | st.integers(-40, 40)) for _ in range(2))
+    if lo is None and hi is None:
+        lo = 0
+    lo, hi = (None if v is None else 0.05 * v + 0.025 for v in (lo, hi))
+    return Case(lambda t: F.clip(t, lo, hi), [x], lambda a: np.minimum(
+        np.maximum(a, -np.inf if lo is None else lo), np.inf if hi is None else hi))  # fmt: skip
+
+
+def _extremum(fn, pick):
+    def build(data):
+        a, b = data.draw(tst.broadcastable_pairs(max_dims=3))
+        a, b = _grid(a), _grid(b) + 0.025  # never equal
+        return Case(fn, [a, b], lambda a, b: np.where(pick(a, b), a, b))
+
+    return build
+
+
+def _where(data):
+    a, b = data.draw(tst.broadcastable_pairs(max_dims=3))
+    shape = np.broadcast_shapes(a.shape, b.shape)
+    cond = data.draw(hnp.arrays(np.bool_, shape[data.draw(st.integers(0, len(shape))) :]))
+
+    def out(a, b, c):  # element by element
+        flat = zip(*(np.broadcast_to(z, shape).ravel() for z in (a, b, c)), strict=True)
+        return np.array([u if k else v for u, v, k in flat]).reshape(shape)
+
+    return Case(lambda a, b, c: F.where(c, a, b), [a, b], out, consts=(cond,))
+
+
+def _cat(data):
+    base = data.draw(tst.shapes(min_dims=1, max_dims=3))
+    axis = data.draw(st.integers(-len(base), len(base) - 1))
+    k = data.draw(st.integers(1, 3))
+    shapes = [tuple(data.draw(st.integers(1, 3)) if i == axis % len(base) else n
+                    for i, n in enumerate(base)) for _ in range(k)]  # fmt: skip
+    xs = [data.draw(tst.arrays(s)) for s in shapes]
+    return Case(lambda *ts: F.cat(list(ts), axis), xs, lambda *a: cat_naive(list(a), axis))
+
+
+def _pad(data):
+    x = data.draw(tst.arrays(tst.shapes(max_dims=3)))
+    pads = data.draw(st.lists(st.integers(0, 2), min_size=0, max_size=2 * x.ndim))
+    pads = pads[: len(pads) // 2 * 2]
+    value = data.draw(st.sampled_from([0.0, -1.5]))
+    widths = [(0, 0)] * (x.ndim - len(pads) // 2) + [
+        (pads[i], pads[i + 1]) for i in range(len(pads) - 2, -1, -2)]  # fmt: skip
+    return Case(lambda t: F.pad(t, pads, value=value), [x],
+                lambda a: pad_naive(a, widths, "constant", value))  # fmt: skip
+
+
+def _reduce_many(fn, oracle, elements):
+    def build(data):
+        x = data.draw(elements)
+        axis = data.draw(st.none() | st.integers(-x.ndim, x.ndim - 1) | st.just(
+            tuple(range(x.ndim))[: data.draw(st.integers(1, x.ndim))]))  # fmt: skip
+        keep = data.draw(st.booleans())
+        return Case(lambda t: fn(t, axis=axis, keepdims=keep), [x],
+                    lambda a: oracle(a, axis=axis, keepdims=keep))  # fmt: skip
+
+    return build
+
+
+def _logsumexp_oracle(a, axis, keepdims):
+    return np.log(np.sum(np.exp(a), axis=axis, keepdims=keepdims))
+
+
+def _norm_oracle(a, axis, keepdims):
+    return np.sqrt(np.sum(a * a, axis=axis, keepdims=keepdims))
+
+
+def _gelu(data):
+    x = data.draw(tst.arrays(tst.shapes(max_dims=3), elements=(-5.0, 5.0)))
+    form = data.draw(st.sampled_from(["none", "tanh"]))
+    oracle = gelu_naive if form == "none" else gelu_tanh_naive
+    return Case(lambda t: F.gelu(t, approximate=form), [x], oracle)
+
+
+def _with_param(fn, oracle, values, elements=None):
+    def build(data):
+        x = data.draw(elements if elements is not None else tst.arrays(tst.shapes(max_dims=3)))
+        v = data.draw(st.sampled_from(values))
+        return Case(lambda t: fn(t, v), [x], lambda a: oracle(a, v))
+
+    return build
+
+
+def _bce(data):
+    x = data.draw(tst.arrays(tst.shapes(max_dims=3), elements=(-6.0, 6.0)))
+    t = data.draw(tst.arrays(x.shape, elements=(0.0, 1.0)))
+    return Case(lambda x, t: F.binary_cross_entropy_with_logits(x, t, reduction="none"), [x, t],
+                bce_with_logits_naive)  # fmt: skip
+
+
 SPECS: dict[str, Callable[[Any], Case]] = {
     "Add": _binary(F.add, np.add),
     "Sub": _binary(F.sub, np.subtract),
@@ -307,6 +421,30 @@ SPECS: dict[str, Callable[[Any], Case]] = {
     "MaxPool2dGather": _max_gather,
     "AvgPool2dSpread": _avg_spread,
     "Cast": _unary(lambda t: F.cast(t, t.dtype), lambda a: a),  # to float32: test_cast_*
+    # issue 12: math, activations, selections, joins, reductions, a loss
+    "Abs": _unary(F.abs, np.abs, tst.away_from_zero(tst.shapes(max_dims=3))),
+    "Sqrt": _unary(F.sqrt, np.sqrt, tst.positive_arrays(tst.shapes(max_dims=3))),
+    "Sin": _unary(F.sin, np.sin),
+    "Cos": _unary(F.cos, np.cos),
+    "Log1p": _unary(
+        F.log1p, lambda a: np.log(1 + a), tst.arrays(tst.shapes(max_dims=3), elements=(-0.5, 3.0))
+    ),
+    "Erf": _unary(F.erf, erf_naive),
+    "Clip": _clip,
+    "LeakyReLU": _with_param(
+        F.leaky_relu, leaky_relu_naive, [0.01, 0.2], tst.away_from_zero(tst.shapes(max_dims=3))
+    ),
+    "ELU": _with_param(F.elu, elu_naive, [1.0, 0.5], tst.away_from_zero(tst.shapes(max_dims=3))),
+    "GELU": _gelu,
+    "Softplus": _with_param(F.softplus, softplus_naive, [1.0, 2.5]),
+    "Where": _where,
+    "Maximum": _extremum(F.maximum, np.greater),
+    "Minimum": _extremum(F.minimum, np.less),
+    "Cat": _cat,
+    "Pad": _pad,
+    "LogSumExp": _reduce_many(F.logsumexp, _logsumexp_oracle, tst.arrays(tst.shapes(max_dims=3))),
+    "Norm": _reduce_many(F.norm, _norm_oracle, tst.away_from_zero(tst.shapes(max_dims=3))),
+    "BCEWithLogits": _bce,
 }
 
 #: Ops excused from second order, each with the reason. Nothing on SimpleConvNet's path, and

@@ -103,14 +103,18 @@ def pow(x: TensorLike, exponent: float) -> Tensor:  # noqa: A001
 
     Parameters
     ----------
-    x : Tensor, shape S
-    exponent : int or float
-        A Python number; a tensor exponent is not supported.
+    x : Tensor, shape S; or a positive Python number when ``exponent`` is a Tensor
+    exponent : int or float, or a Tensor when ``x`` is a number (``2 ** t``, as
+        ``exp(t * log(2))``); a Tensor raised to a Tensor is not supported.
 
     Returns
     -------
     Tensor, shape S
     """
+    if isinstance(exponent, Tensor) and isinstance(x, int | float) and not isinstance(x, bool):
+        if not x > 0:  # base ** t as exp(t * log(base))
+            raise ValueError(f"pow: a number raised to a Tensor needs a positive base, got {x}")
+        return exp(mul(exponent, math.log(x)))
     if isinstance(exponent, Tensor) or not isinstance(exponent, int | float):
         raise TypeError(f"pow: exponent must be a Python int or float, got {type(exponent)}")
     return _ew.Pow.apply(x, exponent=exponent)
@@ -472,3 +476,17 @@ def softmax_cross_entropy(logits: TensorLike, labels: TensorLike) -> Tensor:
             )
         labels = Tensor(arr)
     return _loss.SoftmaxCrossEntropy.apply(logits, labels)
+
+
+def _include_more_wrappers() -> None:
+    """Make the wrappers of ``functional_tensor`` (shape ops, math, reductions) and
+    ``functional_nn`` (activations, losses, layers) names of this module. They build on the
+    ones above, so they are imported last (inside a function: they import this module)."""
+    from . import functional_nn, functional_tensor
+
+    for module in (functional_tensor, functional_nn):
+        globals().update({name: getattr(module, name) for name in module.__all__})
+        __all__.extend(module.__all__)
+
+
+_include_more_wrappers()

@@ -319,6 +319,12 @@ class Tensor:
     def __pow__(self, exponent: float) -> Tensor:
         return F.pow(self, exponent)
 
+    def __rpow__(self, base: float) -> Tensor:
+        return F.pow(base, self)
+
+    def __abs__(self) -> Tensor:
+        return F.abs(self)
+
     def __matmul__(self, other: Any) -> Tensor:
         return F.matmul(self, other)
 
@@ -369,6 +375,85 @@ class Tensor:
 
     def tanh(self) -> Tensor:
         return F.tanh(self)
+
+    def abs(self) -> Tensor:
+        return F.abs(self)
+
+    def sqrt(self) -> Tensor:
+        return F.sqrt(self)
+
+    def sin(self) -> Tensor:
+        return F.sin(self)
+
+    def cos(self) -> Tensor:
+        return F.cos(self)
+
+    def erf(self) -> Tensor:
+        return F.erf(self)
+
+    def log1p(self) -> Tensor:
+        return F.log1p(self)
+
+    def square(self) -> Tensor:
+        return F.square(self)
+
+    def clip(self, min: float | None = None, max: float | None = None) -> Tensor:  # noqa: A002
+        return F.clip(self, min, max)
+
+    clamp = clip
+
+    def where(self, cond: Any, other: Any) -> Tensor:
+        """``self`` where ``cond`` is True, else ``other``: ``F.where(cond, self, other)``."""
+        return F.where(cond, self, other)
+
+    def minimum(self, other: Any) -> Tensor:
+        return F.minimum(self, other)
+
+    def maximum(self, other: Any) -> Tensor:
+        return F.maximum(self, other)
+
+    # Reductions and shape methods take functional's arguments (``axis``, or ``dim``).
+    def min(self, *args: Any, **kwargs: Any) -> Any:
+        return F.min(self, *args, **kwargs)
+
+    def var(self, *args: Any, **kwargs: Any) -> Any:
+        return F.var(self, *args, **kwargs)
+
+    def std(self, *args: Any, **kwargs: Any) -> Any:
+        return F.std(self, *args, **kwargs)
+
+    def logsumexp(self, *args: Any, **kwargs: Any) -> Any:
+        return F.logsumexp(self, *args, **kwargs)
+
+    def norm(self, *args: Any, **kwargs: Any) -> Any:
+        return F.norm(self, *args, **kwargs)
+
+    def argmax(self, *args: Any, **kwargs: Any) -> Any:
+        return F.argmax(self, *args, **kwargs)
+
+    def argmin(self, *args: Any, **kwargs: Any) -> Any:
+        return F.argmin(self, *args, **kwargs)
+
+    def unsqueeze(self, *args: Any, **kwargs: Any) -> Any:
+        return F.unsqueeze(self, *args, **kwargs)
+
+    def squeeze(self, *args: Any, **kwargs: Any) -> Any:
+        return F.squeeze(self, *args, **kwargs)
+
+    def flip(self, *args: Any, **kwargs: Any) -> Any:
+        return F.flip(self, *args, **kwargs)
+
+    def split(self, *args: Any, **kwargs: Any) -> Any:
+        return F.split(self, *args, **kwargs)
+
+    def chunk(self, *args: Any, **kwargs: Any) -> Any:
+        return F.chunk(self, *args, **kwargs)
+
+    def broadcast_to(self, *args: Any, **kwargs: Any) -> Any:
+        return F.broadcast_to(self, *args, **kwargs)
+
+    def expand(self, *args: Any, **kwargs: Any) -> Any:
+        return F.expand(self, *args, **kwargs)
 
     def plot(self, path: str, **kwargs: Any) -> Any:
         """Render the graph that produced this tensor (see ``tinygrad_cnn.viz.render_graph``)."""

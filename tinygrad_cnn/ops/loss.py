@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..autograd import Function
+from .elementwise import Sigmoid
 
 
 def _log_softmax(z: np.ndarray, axis: int) -> np.ndarray:
@@ -142,3 +143,33 @@ class SoftmaxCrossEntropy(Function):
         if len(self.needs_input_grad) > 1 and self.needs_input_grad[1]:
             gt = -LogSoftmax.apply(z, axis=1) * scale
         return gz, gt
+
+
+class BCEWithLogits(Function):
+    """Binary cross-entropy of ``sigmoid(x)`` against targets ``t``, elementwise and unreduced:
+    ``max(x, 0) - x t + log1p(exp(-|x|))``, exact for logits of any size (no ``log(0)``).
+
+    x and t broadcast; the gradients are ``sigmoid(x) - t`` and ``-x``.
+    """
+
+    def forward(self, x, t):
+        try:
+            loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+        except ValueError:
+            raise ValueError(
+                f"binary_cross_entropy_with_logits: logits {x.shape} and targets {t.shape} "
+                "cannot be broadcast together"
+            ) from None
+        self.save(x=x, t=t)
+        return loss
+
+    def backward(self, gy):
+        x, t = self.saved["x"], self.saved["t"]
+        need = self.needs_input_grad
+        gx = gy * (Sigmoid().forward(x) - t) if need[0] else None
+        return gx, (-gy * x if need[1] else None)
+
+    def backward_graph(self, gy):
+        x, t = self.parents
+        need = self.needs_input_grad
+        return (gy * (Sigmoid.apply(x) - t) if need[0] else None), (-gy * x if need[1] else None)
