@@ -1,10 +1,9 @@
 """A real bug found while killing the ``predict_classes`` mutants (issue 13).
 
-``predict_classes`` (and so ``accuracy``, ``SimpleConvNet.accuracy`` and ``Trainer``) saves only
-the root module's ``training`` flag and restores it on every sub-module, so a sub-module whose
+``predict_classes`` (and so ``accuracy``, ``SimpleConvNet.accuracy`` and ``Trainer``) saved only
+the root module's ``training`` flag and restored it on every sub-module, so a sub-module whose
 mode differed from its parent's (e.g. a dropout switched off by hand in a training network)
-comes back in the parent's mode. Kept apart from ``test_mutation_kills.py`` because it fails
-until ``nn.predict_classes`` is fixed, and mutmut needs a passing selection.
+came back in the parent's mode. This test failed on that code; the lead fixed it in ad74047.
 """
 
 from __future__ import annotations

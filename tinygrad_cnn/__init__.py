@@ -20,7 +20,8 @@ from .autograd import (
     on_op_created,
 )
 from .backprop import grad
-from .ops.conv import col2im, conv_output_size, im2col
+from .ops.conv import conv_output_size
+from .ops.im2col import col2im, im2col
 from .parallel import threads
 from .tensor import Tensor
 

@@ -1,4 +1,4 @@
-"""The command line: ``tinygrad-cnn train|evaluate|graph|audit`` (or ``python -m tinygrad_cnn``)."""
+"""The command line: ``tinygrad-cnn train|evaluate|graph|audit|check`` (or ``python -m ...``)."""
 
 from __future__ import annotations
 
@@ -308,6 +308,133 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+class UsageError(ValueError):
+    """A command line that cannot be run as given (exit status 2)."""
+
+
+def _import_file(path: Path):
+    """Import a learner's file as a module of a package made of its folder, so both
+    ``from .layers import Relu`` and ``from layers import Relu`` beside it work."""
+    import hashlib
+    import importlib.util
+    import types
+
+    if path.suffix != ".py" or not path.is_file():
+        raise UsageError(f"check: {path} is not a Python file")
+    folder = path.resolve().parent
+    package = "_tinygrad_cnn_check_" + hashlib.sha1(str(folder).encode()).hexdigest()[:12]
+    if package not in sys.modules:
+        pkg = types.ModuleType(package)
+        pkg.__path__ = [str(folder)]
+        sys.modules[package] = pkg
+    for entry in (str(folder), str(folder.parent)):
+        if entry not in sys.path:
+            sys.path.insert(0, entry)
+    name = f"{package}.{path.stem}"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def _json_arg(value, rng: np.random.Generator):
+    """``--args`` values: ``{"randn": [12, 5]}`` becomes a random (12, 5) float64 array."""
+    if isinstance(value, dict) and set(value) == {"randn"}:
+        return rng.standard_normal(tuple(value["randn"]))
+    return value
+
+
+def _target(spec: str, args_json: str | None):
+    """The layer or network that ``FILE.py:NAME`` (with ``--args``) names."""
+    file, sep, name = spec.rpartition(":")
+    if not sep or not file or not name.isidentifier():
+        raise UsageError(f"check: expected FILE.py:NAME, got {spec!r}")
+    try:
+        kwargs = json.loads(args_json) if args_json else {}
+    except json.JSONDecodeError as e:
+        raise UsageError(f"check: --args is not JSON: {e}") from None
+    if not isinstance(kwargs, dict):
+        raise UsageError(f"check: --args must be a JSON object, got {args_json}")
+    module = _import_file(Path(file))
+    if not hasattr(module, name):
+        found = sorted(k for k in vars(module) if not k.startswith("_"))
+        raise UsageError(f"check: {file} has no {name!r}; it defines {', '.join(found)}")
+    obj, rng = getattr(module, name), np.random.default_rng(0)
+    if not callable(obj) or hasattr(obj, "forward") and not isinstance(obj, type):
+        return obj  # an instance defined in the file
+    kwargs = {k: _json_arg(v, rng) for k, v in kwargs.items()}
+    try:
+        return obj(**kwargs)
+    except TypeError as e:
+        raise UsageError(f"check: cannot call {name}(**{kwargs}): {e}") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        shape = tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be integers like 2,3,8,8, got {text!r}") from None
+    if not shape or min(shape) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers, got {text!r}")
+    return shape
+
+
+def _default_shape(obj, network: bool) -> tuple[int, ...]:
+    """An input shape that fits a book-style layer or network when --input-shape is not given."""
+    W = getattr(obj, "W", None)
+    if network:
+        first = next(iter(obj.params.values()), None)
+        if isinstance(first, np.ndarray) and first.ndim == 4:
+            return (10, first.shape[1], 28, 28)  # the book's MNIST images
+        return (10, first.shape[0]) if isinstance(first, np.ndarray) else (10, 784)
+    if isinstance(W, np.ndarray) and W.ndim == 2:
+        return (4, W.shape[0])
+    if isinstance(W, np.ndarray) and W.ndim == 4:
+        return (2, W.shape[1], W.shape[2] + 3, W.shape[3] + 3)
+    gamma = getattr(obj, "gamma", None)
+    if isinstance(gamma, np.ndarray):
+        return (4, gamma.size)
+    return (4, 10) if _is_loss(obj) else (2, 3, 6, 6)
+
+
+def _is_loss(obj) -> bool:
+    from .book import is_loss_layer
+
+    return is_loss_layer(obj)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from .book import LayerError, check_layer, check_network
+
+    obj = _target(args.target, args.args)
+    network = all(hasattr(obj, a) for a in ("params", "layers", "loss", "gradient"))
+    if not network and not (hasattr(obj, "forward") and hasattr(obj, "backward")):
+        raise UsageError(
+            f"check: {args.target} is a {type(obj).__name__}, neither a book-style layer "
+            "(forward/backward) nor a network (params, layers, loss, gradient)"
+        )
+    shape = args.input_shape or _default_shape(obj, network)
+    rng = np.random.default_rng(args.seed)
+    try:
+        if network:
+            x = rng.random(shape)  # like normalized images, in [0, 1)
+            k = np.shape(obj.predict(x[:1]))[-1] if hasattr(obj, "predict") else 10
+            report = check_network(obj, x, rng.integers(0, k, shape[0]), seed=args.seed)
+        elif _is_loss(obj):
+            x = rng.standard_normal(shape)
+            report = check_layer(obj, x, rng.integers(0, shape[-1], shape[0]), seed=args.seed)
+        else:
+            report = check_layer(obj, rng.standard_normal(shape), seed=args.seed)
+    except LayerError as e:
+        print(f"tinygrad-cnn check: {e}")
+        return 1
+    print(report)
+    if args.out:
+        print(f"wrote {report.render(args.out)} (wrong gradients in red)")
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinygrad-cnn", description="Train, evaluate and inspect the book's SimpleConvNet."
@@ -373,6 +500,27 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", type=_path, help="also draw the graph with failing ops in red (.svg, .dot, ...)"
     )
     p.set_defaults(func=cmd_audit)
+
+    p = sub.add_parser("check", help="check a book-style layer or network you wrote")
+    p.add_argument(
+        "target",
+        metavar="FILE.py:NAME",
+        help="a class, a zero-argument factory, or an instance in your file",
+    )
+    p.add_argument(
+        "--input-shape",
+        type=_shape,
+        metavar="N,C,H,W",
+        help="shape of the random input (default: one that fits the layer)",
+    )
+    p.add_argument(
+        "--args",
+        metavar="JSON",
+        help='keyword arguments for NAME; {"randn": [12, 5]} makes a random array',
+    )
+    p.add_argument("--seed", type=_non_negative, default=0)
+    p.add_argument("--out", type=_path, help="draw the report, wrong gradients in red (.svg)")
+    p.set_defaults(func=cmd_check)
     return parser  # fmt: skip
 
 

@@ -18,7 +18,8 @@ from .ops import linalg as _la
 from .ops import loss as _loss
 from .ops import pool as _pool
 from .ops import shape as _shape
-from .ops.conv import col2im, conv_output_size, im2col
+from .ops.conv import conv_output_size
+from .ops.im2col import col2im, im2col
 from .tensor import Axis, Tensor, as_tensor
 
 __all__ = [

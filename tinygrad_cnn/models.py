@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -114,24 +115,50 @@ class SimpleConvNet(Module):
         self.loss(x, t).backward()
         return {name: p.grad for name, p in self.named_parameters()}
 
-    def save_params(self, path: str | os.PathLike) -> None:
-        """Write the parameters to an ``.npz`` file atomically."""
-        from .io import save_npz
+    def save_params(self, path: str | os.PathLike, book: bool = False) -> None:
+        """Write the parameters atomically, under exactly this name.
 
-        save_npz(_check_path("save_params", path), self.state_dict())
+        Any name works (the book's ``params.pkl`` too): ``load_params`` tells the format
+        from the file's first bytes, not from its suffix. The default is an ``.npz`` archive;
+        ``book=True`` writes the book's own format instead, a pickled dict ``W1 ... b3`` of
+        arrays that the book's ``SimpleConvNet.load_params`` reads.
+        """
+        from .io import atomic_write, save_npz
+
+        path = _check_path("save_params", path)
+        if not book:
+            save_npz(path, self.state_dict())
+            return
+        import pickle
+
+        with atomic_write(path) as f:
+            pickle.dump(self.book_params(), f, protocol=4)
+
+    def book_params(self) -> dict[str, np.ndarray]:
+        """The parameters under the book's names and layouts, as copies: ``W1`` (FN, C, FH,
+        FW), ``b1`` (FN,), ``W2`` (FN*OH*OW, hidden), ``b2``, ``W3`` (hidden, out), ``b3`` (the
+        book's ``network.params``; copy them into its arrays to use our trained weights)."""
+        names = ["W1", "b1", "W2", "b2", "W3", "b3"]
+        return {
+            k: p.numpy().copy() for k, (_, p) in zip(names, self.named_parameters(), strict=True)
+        }
 
     def load_params(self, path: str | os.PathLike) -> None:
-        """Load parameters from our ``.npz`` or from the book's ``params.pkl`` (W1 ... b3).
+        """Load parameters from our ``.npz`` or from the book's pickle (W1 ... b3), any name.
 
-        All or nothing: every entry's name, shape and dtype is checked (for an ``.npz``
-        from the headers, before any data is read) before any parameter changes.
+        The format comes from the content: a zip archive (``PK``) is read as ``.npz`` with
+        ``allow_pickle=False``; a pickle (protocol 0-5) goes through an unpickler that builds
+        nothing but arrays. All or nothing: every entry's name, shape and dtype is checked
+        (for an ``.npz`` from the headers, before any data is read) before any parameter
+        changes.
         """
         from .io import check_state_dict, load_npz
         from .picklesafe import load_book_pickle
 
         path = _check_path("load_params", path)
         params = {name: p.data for name, p in self.named_parameters()}
-        if str(path).endswith(".pkl"):
+        kind = _file_format(path)
+        if kind == "pickle":
             book = load_book_pickle(path)
             keys = ["W1", "b1", "W2", "b2", "W3", "b3"]
             if sorted(book) != sorted(keys):
@@ -141,3 +168,19 @@ class SimpleConvNet(Module):
             state = load_npz(path, expected={name: a.shape for name, a in params.items()})
         checked = check_state_dict(params, state, who=f"load_params({path})")
         self.load_state_dict(checked)
+
+
+#: First bytes of a pickle: PROTO (0x80) for protocols 2-5, a MARK or an empty dict/list
+#: opcode for protocols 0 and 1. Anything else is read as an ``.npz`` (a zip archive, ``PK``),
+#: whose loader names what else the file is (a single ``.npy``, an empty file...).
+_PICKLE_STARTS = (b"\x80", b"(", b"}", b"]")
+
+
+def _file_format(path: str | os.PathLike) -> str:
+    """``"pickle"`` or ``"npz"``, from the first byte of ``path``, whatever its name."""
+    from .io import check_readable_file
+
+    check_readable_file(Path(path))
+    with open(path, "rb") as f:
+        head = f.read(1)
+    return "pickle" if head in _PICKLE_STARTS else "npz"

@@ -56,6 +56,7 @@ class Module:
         object.__setattr__(self, "training", True)
         object.__setattr__(self, "_scope_name", type(self).__name__)
         object.__setattr__(self, "_forward_hooks", ())
+        object.__setattr__(self, "_containers", {})  # dict/list/tuple attributes, by name
 
     def __setattr__(self, key: str, value: Any) -> None:
         if "_params" not in self.__dict__:
@@ -68,7 +69,25 @@ class Module:
             value._scope_name = key
             for name, p in value.named_parameters():
                 p.name = f"{key}.{name}"
+        elif isinstance(value, dict | list | tuple):
+            self._containers[key] = value
         object.__setattr__(self, key, value)
+        # Parameters and modules held in a dict or list (the book's ``self.params = {}``,
+        # filled afterwards) are registered as ``params.W1`` / ``layers.0``, here and at every
+        # later assignment; a bare float array there is refused, as it would never train.
+        for box_name, box in self._containers.items():
+            items = box.items() if isinstance(box, dict) else enumerate(box)
+            for k, v in items:
+                name = f"{box_name}.{k}"
+                if isinstance(v, Parameter) and self._params.get(name) is not v:
+                    self._params[name], v.name = v, name
+                elif isinstance(v, Module) and self._modules.get(name) is not v:
+                    self._modules[name], v._scope_name = v, name
+                elif isinstance(box, dict) and isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                    raise TypeError(
+                        f"{type(self).__name__}: {box_name}[{k!r}] is a NumPy array, which "
+                        f"net.parameters() cannot train; store Parameter(array) instead"
+                    )
 
     # ---------------------------------------------------------------- parameters
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
@@ -346,4 +365,12 @@ def __getattr__(name: str) -> Any:
         from .models import SimpleConvNet
 
         return SimpleConvNet
+    if name in _LAYERS:  # more layers live in ``layers`` (it builds on this module)
+        from . import layers
+
+        return getattr(layers, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_LAYERS = ("ConvTranspose2d", "Embedding", "LeakyReLU", "GELU", "Tanh", "MSELoss",
+           "BCEWithLogitsLoss", "CrossEntropyLoss", "Identity")  # fmt: skip

@@ -301,3 +301,13 @@ def gradgradcheck(
             .replace(f"input {len(xs)} ", f"input {len(xs)} (the upstream gradient u) ")
         )
         raise AssertionError(f"gradgradcheck: second derivative wrong: {where}") from None
+
+
+def __getattr__(name: str) -> Any:
+    """``testing.check_layer`` / ``testing.check_network``: the checks for the book's own
+    layers and networks live in ``tinygrad_cnn.book``."""
+    if name in ("check_layer", "check_network"):
+        from . import book
+
+        return getattr(book, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,4 +12,5 @@ from . import (  # noqa: F401
     select,
     shape,
 )
-from .conv import col2im, conv_output_size, im2col  # noqa: F401
+from .conv import conv_output_size  # noqa: F401
+from .im2col import col2im, im2col  # noqa: F401

@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..autograd import Function
-from .conv import Conv2d, col2im, fold, im2col, pad2d, windows
+from .conv import Conv2d, fold, pad2d, windows
+from .im2col import col2im, im2col
 from .pool import AvgPool2d
 
 

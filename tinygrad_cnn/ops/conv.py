@@ -31,7 +31,6 @@ from numpy.lib.stride_tricks import as_strided
 
 from .. import parallel
 from ..autograd import Function, workspace
-from .shape import is_int
 
 Pair = tuple[int, int]
 
@@ -150,64 +149,6 @@ def fold(
     # (N, C, Hp, Wp) -> (C, Hp, Wp, N) and (N, C, OH, OW, KH, KW) -> (C, KH, KW, OH, OW, N)
     fold_into(gxp.transpose(1, 2, 3, 0), g6.transpose(1, 4, 5, 2, 3, 0), stride)
     return gxp[:, :, PH : H + PH, PW : W + PW]
-
-
-# ---------------------------------------------------------------------------- the book's layout
-def im2col(x: np.ndarray, kernel_size: Any, stride: Any = 1, padding: Any = 0) -> np.ndarray:
-    """Unfold image patches into rows of a matrix (the book's layout), with ``unfold``.
-
-    Parameters
-    ----------
-    x : ndarray, shape (N, C, H, W)
-    kernel_size, stride, padding : int or (h, w) pair
-
-    Returns
-    -------
-    col : ndarray, shape (N*OH*OW, C*KH*KW)
-        Row ``(n, oh, ow)`` holds the window at output position (oh, ow) of image n,
-        flattened in (c, kh, kw) order, so ``col @ w.reshape(OC, -1).T`` is a convolution.
-
-    Examples
-    --------
-    >>> im2col(np.zeros((2, 1, 28, 28)), 5).shape
-    (1152, 25)
-    """
-    kernel = pair(kernel_size, "im2col", "kernel_size")
-    stride_, padding_ = pair(stride, "im2col", "stride"), pair(padding, "im2col", "padding")
-    x = np.asarray(x)
-    OH, OW = check_geometry("im2col", x.shape, kernel, stride_, padding_)
-    (N, C), (KH, KW) = x.shape[:2], kernel
-    xp = pad2d(x, padding_).transpose(1, 2, 3, 0)  # (N, C, Hp, Wp) -> (C, Hp, Wp, N)
-    cols = unfold(xp, kernel, stride_, (OH, OW))  # (C, KH, KW, OH, OW, N)
-    # (C, KH, KW, OH, OW, N) -> (N, OH, OW, C, KH, KW) -> (N*OH*OW, C*KH*KW): the one copy
-    return cols.transpose(5, 3, 4, 0, 1, 2).reshape(N * OH * OW, C * KH * KW)
-
-
-def col2im(
-    col: np.ndarray, x_shape: tuple[int, ...], kernel_size: Any, stride: Any = 1, padding: Any = 0
-) -> np.ndarray:
-    """Adjoint of ``im2col`` (``fold_into``): sum rows (N*OH*OW, C*KH*KW) into (N, C, H, W).
-
-    Overlapping windows add up, so ``<im2col(x), c> == <x, col2im(c, x.shape, ...)>``.
-
-    Examples
-    --------
-    >>> col2im(np.ones((1152, 25)), (2, 1, 28, 28), 5).shape
-    (2, 1, 28, 28)
-    """
-    kernel = pair(kernel_size, "col2im", "kernel_size")
-    stride_, padding_ = pair(stride, "col2im", "stride"), pair(padding, "col2im", "padding")
-    if not isinstance(x_shape, tuple | list) or not all(is_int(d) for d in x_shape):
-        raise TypeError(f"col2im: x_shape must be a tuple of ints (N, C, H, W), got {x_shape!r}")
-    x_shape, col = tuple(int(d) for d in x_shape), np.asarray(col)
-    OH, OW = check_geometry("col2im", x_shape, kernel, stride_, padding_)
-    (N, C), (KH, KW) = x_shape[:2], kernel
-    expected = (N * OH * OW, C * KH * KW)
-    if col.shape != expected:
-        raise ValueError(f"col2im: col has shape {col.shape}, expected {expected} for {x_shape}")
-    # (N*OH*OW, C*KH*KW) -> (N, OH, OW, C, KH, KW) -> (N, C, OH, OW, KH, KW)
-    g6 = col.reshape(N, OH, OW, C, KH, KW).transpose(0, 3, 1, 2, 4, 5)
-    return fold(g6, x_shape, kernel, stride_, padding_)
 
 
 class Conv2d(Function):

@@ -1,0 +1,317 @@
+"""What is wrong with a gradient: a catalogue of typical bugs, told apart by the error's pattern.
+
+``tinygrad_cnn.book.check_layer`` compares each gradient a book-style layer computes with
+central differences and hands the two arrays (and the upstream gradient it used) to
+:func:`diagnose`, which tries the patterns of :data:`CATALOGUE` in order and names the first
+that fits. A pattern outside the catalogue is said to be unrecognised, with an error map.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["CATALOGUE", "Diagnosis", "Evidence", "diagnose", "error_map", "overlap_counts"]
+
+#: Code -> what the bug is. Each entry is planted once in ``examples/book_layers/buggy.py``.
+CATALOGUE: dict[str, str] = {
+    "missing-gradient": "backward never stored the gradient (still None, or under another name)",
+    "wrong-shape": "the gradient has the wrong shape (e.g. a reshape back to x's shape is missing)",
+    "transposed": "weight gradient transposed, or a product taken in the wrong order",
+    "bias-axis": "bias gradient summed over the wrong axis of dout",
+    "stale-cache": "backward uses arrays cached by an earlier forward",
+    "sign-flipped": "the gradient has the wrong sign",
+    "batch-factor": "off by a factor equal to the batch size (a mean missing or doubled)",
+    "constant-factor": "off by a constant factor (a scale missing in backward)",
+    "first-sample-only": "only the first sample of the batch is right (dout[0] or x[0] used)",
+    "window-overlap": "wrong exactly where windows overlap (col2im overwrites instead of adding)",
+    "mask-inverted": "a ReLU/pooling mask is inverted: the gradient flows where it must not",
+    "mask-wrong-array": "a mask or argmax is taken from the wrong array",
+    "unrecognised": "a pattern outside the catalogue (see the error map)",
+}
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """``code`` is a key of :data:`CATALOGUE`; ``message`` says it for this gradient."""
+
+    code: str
+    message: str
+
+
+@dataclass
+class Evidence:
+    """What a pattern may look at, for one gradient ``name`` (``dx``, ``dW``...).
+
+    ``numeric`` has the target's shape with NaN where no finite difference was taken;
+    ``ok`` is False exactly at checked elements that failed. ``fresh`` is the gradient when
+    forward ran once (no earlier forward), ``dout`` the upstream gradient backward got (None
+    for a loss layer), ``windows`` ``(KH, KW, stride, pad)`` for a sliding-window layer.
+    """
+
+    name: str
+    param: str
+    target_shape: tuple[int, ...]
+    analytic: Any
+    fresh: Any
+    numeric: np.ndarray
+    ok: np.ndarray
+    dout: np.ndarray | None = None
+    batch: int = 1
+    windows: tuple[int, int, int, int] | None = None
+    new_attrs: tuple[str, ...] = ()
+
+    @property
+    def checked(self) -> np.ndarray:
+        return ~np.isnan(self.numeric)
+
+
+def _close(a: np.ndarray, b: np.ndarray, sel: np.ndarray | None = None) -> bool:
+    """a ~ b where ``sel`` (both of the target's shape); loose enough for finite differences."""
+    if a.shape != b.shape:
+        return False
+    if sel is not None:
+        a, b = a[sel], b[sel]
+    if a.size == 0:
+        return False
+    scale = max(float(np.abs(a).max()), float(np.abs(b).max()), 1e-300)
+    return bool(np.all(np.abs(a - b) <= 1e-4 * np.abs(b) + 1e-6 * scale))
+
+
+def _axis_sums(dout: np.ndarray) -> list[tuple[tuple[int, ...], np.ndarray]]:
+    """Every sum of ``dout`` over a non-empty, proper set of its axes."""
+    return [
+        (axes, dout.sum(axis=axes))
+        for k in range(1, dout.ndim)
+        for axes in itertools.combinations(range(dout.ndim), k)
+    ]
+
+
+def _bias_axis(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    if ev.dout is None or ev.dout.ndim < 2 or ev.name == "dx":
+        return None
+    sums, size = _axis_sums(ev.dout), int(np.prod(ev.target_shape))
+    right = [
+        ax
+        for ax, s in sums
+        if s.size == size and _close(s.reshape(ev.target_shape), ev.numeric, ev.checked)
+    ]
+    for axes, s in sums:
+        if s.shape == a.shape and np.allclose(a, s, rtol=1e-6, atol=1e-9) and axes not in right:
+            should = f"over axes {right[0]}" if right else "over other axes"
+            return Diagnosis(
+                "bias-axis",
+                f"{ev.name} is dout {ev.dout.shape} summed over axes {axes} (shape {a.shape}); "
+                f"{ev.param}'s gradient is dout summed {should}, shape {ev.target_shape}",
+            )
+    return None
+
+
+def _wrong_shape(ev: Evidence, a: np.ndarray) -> Diagnosis:
+    target, sel = ev.target_shape, ev.checked
+    if a.ndim == 2 and a.T.shape == target and _close(a.T, ev.numeric, sel):
+        return Diagnosis(
+            "transposed",
+            f"{ev.name} has shape {a.shape}, the transpose of {ev.param}'s {target}, and its "
+            f"transpose is right: the product is in the wrong order (x.T @ dout gives {target})",
+        )
+    found = _bias_axis(ev, a)
+    if found is not None:
+        return found
+    if a.size == int(np.prod(target)) and _close(a.reshape(target), ev.numeric, sel):
+        return Diagnosis(
+            "wrong-shape",
+            f"{ev.name} has shape {a.shape} but {ev.param} has {target}; the values are right: "
+            f"reshape it back (e.g. dx.reshape(*self.original_x_shape))",
+        )
+    return Diagnosis("wrong-shape", f"{ev.name} has shape {a.shape}, expected {target}")
+
+
+def _factor(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    sel = ev.checked
+    n = ev.numeric[sel]
+    if not np.any(n):
+        return None
+    c = float(np.vdot(a[sel], n) / np.vdot(n, n))
+    if abs(c - 1) < 1e-3 or abs(c) < 1e-12 or not _close(a, c * np.nan_to_num(ev.numeric), sel):
+        return None
+    b = ev.batch  # a batch of 2 is not told apart from a factor 2 or 0.5
+    if b > 2 and abs(c - b) < 1e-3 * b:
+        return Diagnosis(
+            "batch-factor",
+            f"{ev.name} is {c:.6g} times too large, the batch size "
+            f"{b}: the mean over the batch is missing (divide by batch_size)",
+        )
+    if b > 2 and abs(c * b - 1) < 1e-3:
+        return Diagnosis(
+            "batch-factor",
+            f"{ev.name} is {b} times too small, the batch size: "
+            "the mean over the batch is taken twice",
+        )
+    return Diagnosis(
+        "constant-factor",
+        f"{ev.name} is off by a constant factor {c:.6g} "
+        "(a scale used in forward is missing in backward, or applied twice)",
+    )
+
+
+def _first_sample(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    if ev.batch < 2 or len(ev.target_shape) < 2 or ev.target_shape[0] != ev.batch:
+        return None
+    bad = ~ev.ok.reshape(ev.batch, -1).all(axis=1)  # (N,): a sample with a wrong element
+    if not bad[0] and bad[1:].all():
+        return Diagnosis(
+            "first-sample-only",
+            f"{ev.name} is right for sample 0 only and wrong "
+            f"for all {ev.batch - 1} others: backward uses dout[0] (or x[0]) "
+            "where it needs the whole batch",
+        )
+    return None
+
+
+def overlap_counts(shape: tuple[int, ...], windows: tuple[int, int, int, int]) -> np.ndarray:
+    """How many windows cover each pixel of an (N, C, H, W) input: (H, W)."""
+    KH, KW, S, P = windows
+
+    def counts(size: int, k: int) -> np.ndarray:
+        starts = np.arange(0, size + 2 * P - k + 1, S) - P  # window starts in input coordinates
+        pos = np.arange(size)
+        return ((pos >= starts[:, None]) & (pos < starts[:, None] + k)).sum(axis=0)
+
+    return np.outer(counts(shape[2], KH), counts(shape[3], KW))
+
+
+def _overlap(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    if ev.windows is None or ev.name != "dx" or len(ev.target_shape) != 4:
+        return None
+    many = np.broadcast_to(overlap_counts(ev.target_shape, ev.windows) > 1, ev.target_shape)
+    wrong = ~ev.ok
+    if wrong.any() and not (wrong & ~many).any() and (ev.checked & ~many).any():
+        return Diagnosis(
+            "window-overlap",
+            f"{ev.name} is right where one window covers a pixel "
+            f"and wrong at {int(wrong.sum())} of {int((ev.checked & many).sum())} "
+            "checked pixels that several windows cover: col2im must add (+=) "
+            "overlapping windows, not overwrite (=)",
+        )
+    return None
+
+
+def _same_shape_transposed(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    sel = ev.checked
+    if ev.name == "dx":
+        return None
+    for perm in ([1, 0], [0, 1, 3, 2]):
+        if a.ndim == len(perm) and _close(a.transpose(perm), ev.numeric, sel):
+            return Diagnosis(
+                "transposed",
+                f"{ev.name} equals the right gradient with axes "
+                f"transposed {tuple(perm)}: a transpose is missing or extra",
+            )
+    if sel.all() and _close(np.sort(a, axis=None), np.sort(ev.numeric, axis=None)):
+        return Diagnosis(
+            "transposed",
+            f"{ev.name} holds the right values in the wrong places: "
+            "a reshape without the transpose before it (or the product in the "
+            "wrong order)",
+        )
+    return None
+
+
+def _mask(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    sel = ev.checked & ~ev.ok
+    if not sel.any():
+        return None
+    an, n = a[ev.checked], ev.numeric[ev.checked]
+    tiny = 1e-9 * max(float(np.abs(an).max()), float(np.abs(n).max()), 1e-300)
+    za, zn = np.abs(an) <= tiny, np.abs(n) <= tiny
+    same = np.abs(an - n) <= 1e-4 * np.abs(n) + tiny * 1e3
+    if not np.all(same | za | zn):
+        return None
+    if not np.any(same & ~za):  # never agree where the gradient flows: exact complement
+        return Diagnosis(
+            "mask-inverted",
+            f"{ev.name} is nonzero exactly where the right gradient "
+            "is zero and vice versa: the mask is inverted (x > 0 vs x <= 0)",
+        )
+    return Diagnosis(
+        "mask-wrong-array",
+        f"{ev.name} passes the gradient through the wrong "
+        f"elements ({int((za != zn).sum())} of {an.size} checked): the mask or argmax "
+        "comes from the wrong array (dout instead of x, or the output)",
+    )
+
+
+def diagnose(ev: Evidence) -> Diagnosis:
+    """Name the first catalogue pattern that fits a wrong gradient."""
+    a = ev.analytic
+    if not isinstance(a, np.ndarray):
+        hint = f"; backward stored {', '.join(ev.new_attrs)} instead" if ev.new_attrs else ""
+        return Diagnosis(
+            "missing-gradient",
+            f"{ev.name} is {type(a).__name__} after backward, "
+            f"expected an array of shape {ev.target_shape}{hint}",
+        )
+    if a.shape != ev.target_shape:
+        return _wrong_shape(ev, a)
+    fresh = ev.fresh
+    if isinstance(fresh, np.ndarray) and fresh.shape == a.shape and not np.array_equal(fresh, a):
+        if _close(fresh, ev.numeric, ev.checked):
+            return Diagnosis(
+                "stale-cache",
+                f"{ev.name} is right when forward runs once but wrong "
+                "after an earlier forward on other data: backward reads arrays "
+                "cached by that earlier call (store them on every forward)",
+            )
+    if _close(-a, ev.numeric, ev.checked):
+        return Diagnosis("sign-flipped", f"{ev.name} has the right size and the wrong sign")
+    patterns: list[Callable[[Evidence, np.ndarray], Diagnosis | None]] = [
+        _factor,
+        _first_sample,
+        _overlap,
+        _bias_axis,
+        _same_shape_transposed,
+        _mask,
+    ]
+    for pattern in patterns:
+        found = pattern(ev, a)
+        if found is not None:
+            return found
+    return Diagnosis(
+        "unrecognised",
+        f"{ev.name}: this pattern is not in the catalogue; where it is wrong:\n" + error_map(ev),
+    )
+
+
+def error_map(ev: Evidence, rows: int = 12, cols: int = 48) -> str:
+    """Where a gradient is wrong: '.' right, 'X' wrong, ' ' not checked (last two axes)."""
+    wrong, checked = ~ev.ok, ev.checked
+    if wrong.ndim == 0:
+        return "X" if wrong else "."
+    w2 = (
+        wrong.reshape(-1, wrong.shape[-1])
+        if wrong.ndim <= 2
+        else wrong.any(axis=tuple(range(wrong.ndim - 2)))
+    )
+    c2 = (
+        checked.reshape(w2.shape)
+        if checked.ndim <= 2
+        else checked.any(axis=tuple(range(checked.ndim - 2)))
+    )
+    rh, rw = -(-w2.shape[0] // rows), -(-w2.shape[1] // cols)  # block sizes (ceil)
+    lines = []
+    for i in range(0, w2.shape[0], rh):
+        wb, cb = w2[i : i + rh], c2[i : i + rh]
+        line = "".join(
+            "X" if wb[:, j : j + rw].any() else "." if cb[:, j : j + rw].any() else " "
+            for j in range(0, w2.shape[1], rw)
+        )
+        lines.append("    " + line)
+    if ev.batch > 1 and wrong.ndim >= 2 and wrong.shape[0] == ev.batch:
+        bad = np.flatnonzero(wrong.reshape(ev.batch, -1).any(axis=1))
+        lines.append(f"    wrong in samples {bad.tolist()[:20]} of {ev.batch}")
+    return "\n".join(lines)
