@@ -223,8 +223,9 @@ def test_a_shape_error_inside_a_module_names_the_layer():
 
 def test_a_forward_hook_returning_an_array_is_refused_not_a_silent_cut():
     lin = Linear(2, 2, rng=0)
-    with lin.register_forward_hook(lambda m, xs, y: y.numpy() * 1), pytest.raises(
-        TypeError, match="forward hook returned a ndarray; return a Tensor"
+    with (
+        lin.register_forward_hook(lambda m, xs, y: y.numpy() * 1),
+        pytest.raises(TypeError, match="forward hook returned a ndarray; return a Tensor"),
     ):
         lin(np.ones((1, 2), np.float32))
 
