@@ -308,12 +308,12 @@ case("ops-reshape-wrong-size", lambda e: t32(2, 3).reshape(4, 2), ValueError,
      "reshape", "(2, 3)", "(4, 2)")
 case("ops-reshape-float-dims", lambda e: t32(2, 3).reshape(3.0, 2), TypeError,
      "reshape", "shape", "3.0")
-case("ops-transpose-not-permutation", lambda e: t32(2, 3).transpose(0, 0), ValueError,
+case("ops-permute-not-permutation", lambda e: t32(2, 3).permute(0, 0), ValueError,
      "transpose", "(0, 0)", "(2, 3)")
 case("ops-transpose-too-many-axes", lambda e: t32(2, 3).transpose(0, 1, 2), ValueError,
      "transpose", "(0, 1, 2)", "(2, 3)")
 case("ops-transpose-axis-out-of-range", lambda e: t32(2, 3).transpose(0, 5), ValueError,
-     "transpose", "(0, 5)", "(2, 3)")
+     "transpose", "axis 5", "(2, 3)")
 case("ops-transpose-axes-strings", lambda e: t32(2, 3).transpose("ab"), TypeError,
      "transpose", "axes", "'ab'")
 case("ops-flatten-float-start-dim", lambda e: t32(2, 3).flatten(1.5), TypeError,

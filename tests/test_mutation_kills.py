@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn.functional as F
-from tinygrad_cnn import Tensor, data, optim
+from tinygrad_cnn import Tensor, data, on_op_backward, optim
 from tinygrad_cnn.io import parse_idx
 from tinygrad_cnn.models import accuracy
 from tinygrad_cnn.nn import Dropout, Linear, Module, ReLU, Sequential, predict_classes
@@ -43,11 +43,17 @@ def test_relu_gradient_at_exactly_zero_is_zero(dtype, shape) -> None:
 # --------------------------------------------------------------------------- max ties
 
 
-def test_max_over_all_sends_gradient_to_the_first_maximum_in_c_order() -> None:
+@pytest.mark.parametrize("graph", [False, True], ids=["backward", "create_graph"])
+def test_max_over_all_sends_gradient_to_the_first_maximum_in_c_order(graph) -> None:
     """Mutant: the last (or any other) maximal element gets the gradient."""
     x = Tensor(np.array([[1.0, 4.0, 4.0], [4.0, 0.0, 4.0]], np.float32), requires_grad=True)
-    (F.max(x) * 3.0).backward()
-    np.testing.assert_array_equal(x.grad, [[0, 3, 0], [0, 0, 0]])
+    (F.max(x) * 3.0).backward(create_graph=graph)
+    grad = x.grad.numpy() if isinstance(x.grad, Tensor) else x.grad
+    np.testing.assert_array_equal(grad, [[0, 3, 0], [0, 0, 0]])
+    x = Tensor(np.array([[1.0, 4.0], [4.0, 0.0]], np.float32), requires_grad=True)
+    (F.max(x, axis=1, keepdims=True) * 2.0).sum().backward(create_graph=graph)
+    grad = x.grad.numpy() if isinstance(x.grad, Tensor) else x.grad
+    np.testing.assert_array_equal(grad, [[0, 2], [2, 0]])
 
 
 @pytest.mark.parametrize("keepdims", [False, True])
@@ -85,8 +91,13 @@ def _soft_labels() -> tuple[np.ndarray, np.ndarray]:
     return z, t
 
 
+def _grad_of(t: Tensor) -> np.ndarray:
+    return t.grad.numpy() if isinstance(t.grad, Tensor) else t.grad
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["backward", "create_graph"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_softmax_ce_soft_labels_not_summing_to_one(dtype) -> None:
+def test_softmax_ce_soft_labels_not_summing_to_one(dtype, graph) -> None:
     """Mutant: the gradient ``softmax * rowsum(t) - t`` written as ``softmax - t``."""
     z, t = _soft_labels()
     N = len(z)
@@ -98,19 +109,31 @@ def test_softmax_ce_soft_labels_not_summing_to_one(dtype) -> None:
     assert loss.dtype == dtype
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(float(loss.data), loss64, rtol=tol)
-    (loss * 2.5).backward()
-    np.testing.assert_allclose(zt.grad, 2.5 * gz64, rtol=tol, atol=tol)
+    (loss * 2.5).backward(create_graph=graph)
+    np.testing.assert_allclose(_grad_of(zt), 2.5 * gz64, rtol=tol, atol=tol)
 
 
-def test_softmax_ce_gradient_with_respect_to_soft_labels() -> None:
+@pytest.mark.parametrize("graph", [False, True], ids=["backward", "create_graph"])
+def test_softmax_ce_gradient_with_respect_to_soft_labels(graph) -> None:
     """Mutant: the labels' gradient dropped, sign-flipped or not scaled by ``gy / N``."""
     z, t = _soft_labels()
     zt, tt = Tensor(z, requires_grad=True), Tensor(t, requires_grad=True)
-    (F.softmax_cross_entropy(zt, tt) * -1.75).backward()
-    np.testing.assert_allclose(tt.grad, -1.75 * -_logsoftmax64(z) / len(z), rtol=1e-12)
+    (F.softmax_cross_entropy(zt, tt) * -1.75).backward(create_graph=graph)
+    np.testing.assert_allclose(_grad_of(tt), -1.75 * -_logsoftmax64(z) / len(z), rtol=1e-12)
     np.testing.assert_allclose(
-        zt.grad, -1.75 * (np.exp(_logsoftmax64(z)) * t.sum(1, keepdims=True) - t) / 4, rtol=1e-12
+        _grad_of(zt),
+        -1.75 * (np.exp(_logsoftmax64(z)) * t.sum(1, keepdims=True) - t) / 4,
+        rtol=1e-12,
     )
+    zt, seen = Tensor(z, requires_grad=True), []
+    with on_op_backward(lambda fn, gy, gxs: seen.append(gxs[1])):
+        F.softmax_cross_entropy(zt, t).backward(create_graph=graph)
+    assert seen == [None]  # constant labels: no gradient computed for them
+    labels = np.array([0, 3, 4, 1])
+    zt = Tensor(z, requires_grad=True)
+    F.softmax_cross_entropy(zt, labels).backward(create_graph=graph)
+    onehot = np.eye(5)[labels]
+    np.testing.assert_allclose(_grad_of(zt), (np.exp(_logsoftmax64(z)) - onehot) / 4, rtol=1e-12)
     # labels alone, and both, against float64 central differences with a random upstream
     assert gradcheck(F.softmax_cross_entropy, Tensor(z), Tensor(t, requires_grad=True))
     assert gradcheck(F.softmax_cross_entropy, Tensor(z, requires_grad=True), Tensor(t, True))

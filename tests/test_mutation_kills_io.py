@@ -40,6 +40,7 @@ def test_idx_boundaries_and_messages() -> None:
     images = _idx(0x803, (2, 1, 3), bytes(range(6)))
     np.testing.assert_array_equal(parse_idx(images, "f"), np.arange(6).reshape(2, 1, 3))
     assert parse_idx(_idx(0x803, (1, 256, 1), bytes(256)), "f").shape == (1, 256, 1)
+    assert parse_idx(_idx(0x803, (1, 1, 65536), bytes(65536)), "f").shape == (1, 1, 65536)
     with pytest.raises(ValueError, match=r"declares shape \(16777217,\), so expected 16777225 "):
         parse_idx(_idx(0x801, (2**24 + 1,), b""), "f")  # all four bytes of a dimension count
     with pytest.raises(ValueError, match=r"^f: IDX data truncated: header declares shape \(3,\)"):

@@ -154,7 +154,15 @@ def _check_op(
     arrays = [p.numpy().astype(np.float64) if p.dtype.kind == "f" else p.numpy()
               for p in fn.parents]  # fmt: skip
     need = fn.needs_input_grad
-    masks: Masks = list(fn.kinks(*arrays, margin=10 * eps) or [None] * len(arrays))
+    masks = fn.kinks(*arrays, margin=10 * eps)
+    if isinstance(masks, np.ndarray):  # one mask for a one-input op
+        masks = [masks]
+    masks = list(masks) if masks is not None else [None] * len(arrays)
+    if len(masks) != len(arrays):
+        raise ValueError(
+            f"audit: {fn.name}.kinks returned {len(masks)} mask(s) for {len(arrays)} input(s); "
+            "return one boolean mask (or None) per input"
+        )
     # An input with kinks is reparametrized as x0 + z * keep with z = 0, so the random
     # directions of both tests never move an element that sits on a kink.
     keep = {i: (~m).astype(np.float64) for i, m in enumerate(masks) if need[i] and m is not None}

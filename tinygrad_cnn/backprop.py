@@ -137,9 +137,16 @@ def grad(
             raise RuntimeError(f"grad: output {i} (shape {t.shape}) does not require grad")
     roots = tuple(_root_grad("grad", t, g, create_graph) for t, g in zip(outs, gos, strict=True))
     if not allow_unused:  # refuse before the walk frees the graph
-        reachable = {id(t) for t in toposort_many(outs)}
+        graph = toposort_many(outs)
+        reachable = {id(t) for t in graph}
         for i, t in enumerate(ins):
             if id(t) not in reachable:
+                freed = next((n._ctx for n in graph if n._ctx is not None and n._ctx.freed), None)
+                if freed is not None:
+                    raise RuntimeError(
+                        f"grad: the graph through {freed.name} was already freed by an earlier "
+                        "backward() or grad(); pass retain_graph=True to the first call"
+                    )
                 raise RuntimeError(
                     f"grad: input {i} (shape {t.shape}) was not used to compute the outputs; "
                     "pass allow_unused=True to get None for it"
@@ -421,6 +428,9 @@ def _accumulate_graph(t: Tensor, g: Tensor) -> None:
 
 def _accumulate(t: Tensor, g: np.ndarray) -> None:
     """PyTorch semantics: the first gradient is copied in, later ones are added in place."""
+    if hasattr(t.grad, "_ctx"):  # a Tensor left by backward(create_graph=True): its values
+        t.grad = t.grad.numpy() + g
+        return
     if t.grad is None:
         t.grad = workspace.empty(t.shape, t.dtype)
         np.copyto(t.grad, g, casting="unsafe")

@@ -7,8 +7,10 @@ returns a Tensor recorded in the graph when any input requires grad.
 from __future__ import annotations
 
 import builtins
+import functools
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -156,6 +158,25 @@ def _flag(op: str, name: str, value: Any) -> bool:
     return bool(value)
 
 
+Fn = TypeVar("Fn", bound=Callable[..., Any])
+
+
+def dim_alias(fn: Fn) -> Fn:
+    """Accept PyTorch's ``dim=`` / ``keepdim=`` for ``axis=`` / ``keepdims=``."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        for alias, name in (("dim", "axis"), ("keepdim", "keepdims")):
+            if alias in kwargs:
+                if name in kwargs:
+                    raise TypeError(f"{fn.__name__}: got both {name} and its alias {alias}")
+                kwargs[name] = kwargs.pop(alias)
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dim_alias
 def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Sum over axes.
 
@@ -176,6 +197,7 @@ def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # 
     return _shape.Sum.apply(x, axis=axes, keepdims=_flag("sum", "keepdims", keepdims))
 
 
+@dim_alias
 def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axes; same arguments and shapes as :func:`sum`."""
     x = as_tensor(x)
@@ -183,6 +205,7 @@ def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     return _shape.Mean.apply(x, axis=axes, keepdims=_flag("mean", "keepdims", keepdims))
 
 
+@dim_alias
 def max(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tensor:  # noqa: A001
     """Maximum over one axis, or over all elements when ``axis`` is None.
 
@@ -413,6 +436,7 @@ def _one_axis(x: TensorLike, axis: Any, op: str) -> tuple[Tensor, int]:
     return x, axis
 
 
+@dim_alias
 def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """Softmax along ``axis``, computed from max-shifted values (never overflows).
 
@@ -429,6 +453,7 @@ def softmax(x: TensorLike, axis: int = -1) -> Tensor:
     return _loss.Softmax.apply(x, axis=axis)
 
 
+@dim_alias
 def log_softmax(x: TensorLike, axis: int = -1) -> Tensor:
     """``log(softmax(x))`` computed directly, exact for logits of any magnitude.
 

@@ -8,10 +8,9 @@ aliases. Compositions of registered ops are marked as such; their gradients come
 from __future__ import annotations
 
 import builtins
-import functools
 import math
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,7 @@ from .functional import (  # noqa: A004
     _flag,
     _one_axis,
     as_tensor,
+    dim_alias,
     div,
     getitem,
     max,
@@ -43,23 +43,6 @@ __all__ = [
     "flip", "abs", "sqrt", "sin", "cos", "erf", "log1p", "square", "clip", "clamp", "where",
     "minimum", "maximum", "min", "var", "std", "logsumexp", "norm", "argmax", "argmin",
 ]  # fmt: skip
-
-Fn = TypeVar("Fn", bound=Callable[..., Any])
-
-
-def dim_alias(fn: Fn) -> Fn:
-    """Accept PyTorch's ``dim=`` / ``keepdim=`` for ``axis=`` / ``keepdims=``."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        for alias, name in (("dim", "axis"), ("keepdim", "keepdims")):
-            if alias in kwargs:
-                if name in kwargs:
-                    raise TypeError(f"{fn.__name__}: got both {name} and its alias {alias}")
-                kwargs[name] = kwargs.pop(alias)
-        return fn(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _axis(x: Tensor, axis: int, op: str, extra: int = 0) -> int:

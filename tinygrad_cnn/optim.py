@@ -142,20 +142,24 @@ class Optimizer:
         Every gradient is checked first: a mis-shaped one raises ``ValueError`` naming its
         parameter before any parameter changes.
         """
-        for i, p in enumerate(self.params):
-            g, w = p.grad, p.data
+        grads = [_values(p.grad) for p in self.params]  # a create_graph .grad is a Tensor
+        for i, (p, g) in enumerate(zip(self.params, grads, strict=True)):
+            w = p.data
             if g is not None and (
                 not isinstance(g, np.ndarray | np.generic)
                 or g.shape != w.shape
                 or g.dtype != w.dtype
             ):
                 got = f"{g.shape} {g.dtype}" if hasattr(g, "dtype") else type(g).__name__
-                raise ValueError(f"{_label(i, p)}: grad is {got}, data is {w.shape} {w.dtype}")
+                what = "" if hasattr(g, "dtype") else " (not an array)"
+                raise ValueError(
+                    f"{_label(i, p)}: grad is {got}{what}, data is {w.shape} {w.dtype}"
+                )
         wd = float(self.weight_decay)
         for i, p in enumerate(self.params):
-            if p.grad is None:
+            if grads[i] is None:
                 continue
-            g, w = p.grad, written(p.data)  # one version bump, then plain NumPy
+            g, w = grads[i], written(p.data)  # one version bump, then plain NumPy
             ct = compute_dtype(w.dtype)
             narrow = ct != w.dtype  # float16: update a float32 copy, then round back
             wc = w.astype(ct) if narrow else w
@@ -166,7 +170,7 @@ class Optimizer:
                 if self._gbuf[i] is None:
                     self._gbuf[i] = np.empty(w.shape, ct)
                 g = np.multiply(wc, wd, out=self._gbuf[i])
-                g += p.grad
+                g += grads[i]
             elif narrow:
                 g = g.astype(ct)
             self._t[i] += 1
@@ -455,6 +459,11 @@ _OPTIMIZERS: dict[str, type[Optimizer]] = {
     "rmsprop": RMSprop,
     "adam": Adam,
 }
+
+
+def _values(g: Any) -> Any:
+    """A gradient as an array: the values of a Tensor ``.grad`` (``create_graph``), as is else."""
+    return g.numpy() if hasattr(g, "_ctx") else g
 
 
 def get_optimizer(name: str, params: Params, **kwargs: Any) -> Optimizer:

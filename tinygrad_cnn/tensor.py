@@ -335,24 +335,57 @@ class Tensor:
         return F.getitem(self, index)
 
     # ----------------------------------------------------------------- methods
-    def sum(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
-        return F.sum(self, axis, keepdims)
+    def sum(self, axis: Axis = None, keepdims: bool = False, **dim: Any) -> Tensor:
+        return F.sum(self, **_axes(axis, keepdims, dim))
 
-    def mean(self, axis: Axis = None, keepdims: bool = False) -> Tensor:
-        return F.mean(self, axis, keepdims)
+    def mean(self, axis: Axis = None, keepdims: bool = False, **dim: Any) -> Tensor:
+        return F.mean(self, **_axes(axis, keepdims, dim))
 
-    def max(self, axis: int | None = None, keepdims: bool = False) -> Tensor:
-        return F.max(self, axis, keepdims)
+    def max(self, axis: int | None = None, keepdims: bool = False, **dim: Any) -> Tensor:
+        return F.max(self, **_axes(axis, keepdims, dim))
 
     def reshape(self, *shape: Any) -> Tensor:
         if len(shape) == 1 and isinstance(shape[0], tuple | list):
             shape = tuple(shape[0])
         return F.reshape(self, shape)
 
-    def transpose(self, *axes: int) -> Tensor:
+    def transpose(self, *axes: Any) -> Tensor:
+        """``t.transpose(dim0, dim1)`` swaps two axes (PyTorch); ``t.transpose((2, 0, 1))``
+        with one sequence permutes them (NumPy, like ``permute``); no argument reverses them."""
+        if len(axes) == 1 and isinstance(axes[0], tuple | list):
+            return F.transpose(self, tuple(axes[0]))
+        if len(axes) == 2:
+            a, b = axes
+            if not all(isinstance(i, int | np.integer) and not isinstance(i, bool) for i in axes):
+                raise TypeError(f"transpose: dim0 and dim1 must be ints, got {axes!r}")
+            order = list(range(self.ndim))
+            for i in axes:
+                if not -self.ndim <= i < self.ndim:
+                    raise ValueError(
+                        f"transpose: axis {i} is out of range for a tensor of shape {self.shape}"
+                    )
+            order[a], order[b] = order[b], order[a]
+            return F.transpose(self, tuple(order))
+        return F.transpose(self, axes or None)
+
+    def permute(self, *axes: Any) -> Tensor:
+        """The axes in the given order: ``t.permute(0, 2, 3, 1)`` (NCHW -> NHWC)."""
         if len(axes) == 1 and isinstance(axes[0], tuple | list):
             axes = tuple(axes[0])
-        return F.transpose(self, axes or None)
+        return F.transpose(self, axes)
+
+    # Comparisons give boolean tensors outside any graph (masks for ``where``).
+    def __gt__(self, other: Any) -> Tensor:
+        return Tensor(self._data > _value(other))
+
+    def __ge__(self, other: Any) -> Tensor:
+        return Tensor(self._data >= _value(other))
+
+    def __lt__(self, other: Any) -> Tensor:
+        return Tensor(self._data < _value(other))
+
+    def __le__(self, other: Any) -> Tensor:
+        return Tensor(self._data <= _value(other))
 
     @property
     def T(self) -> Tensor:
@@ -471,6 +504,23 @@ class Tensor:
             return draw_graph(self)._repr_image_svg_xml()
         except Exception:  # no ``dot`` binary: fall back to the text repr
             return None
+
+
+def _value(x: Any) -> Any:
+    return x._data if isinstance(x, Tensor) else x
+
+
+def _axes(axis: Any, keepdims: bool, alias: dict[str, Any]) -> dict[str, Any]:
+    """``axis``/``keepdims`` for a reduction, with PyTorch's ``dim``/``keepdim`` accepted."""
+    unknown = sorted(set(alias) - {"dim", "keepdim"})
+    if unknown:
+        raise TypeError(f"reduction: unexpected keyword argument(s) {unknown}")
+    if "dim" in alias:
+        if axis is not None:
+            raise TypeError("reduction: got both axis and its alias dim")
+        axis = alias["dim"]
+    keepdims = alias.get("keepdim", keepdims)
+    return {"axis": axis, "keepdims": keepdims}
 
 
 class _TensorHooks:

@@ -242,6 +242,31 @@ def module_gradcheck(module: Any, loss_fn: Callable[[], Tensor], **kwargs: Any) 
 __all__ = ["gradcheck", "gradgradcheck", "check_vjp", "vjp_error", "module_gradcheck"]
 
 
+def _same_first_order(
+    fn: Fn, xs: list[Any], diff: list[int], u: np.ndarray, rtol: float, atol: float
+) -> None:
+    """The gradients that ``create_graph=True`` computes (with each op's ``backward_graph``)
+    must equal the first-order ones (``backward``) before second derivatives mean anything."""
+    with enable_grad():
+        plain = grad(fn(*xs), [xs[i] for i in diff], u, allow_unused=True)
+        graph = grad(fn(*xs), [xs[i] for i in diff], u, create_graph=True, allow_unused=True)
+    for i, a, b in zip(diff, plain, graph, strict=True):
+        b = None if b is None else b.numpy()
+        if a is None or b is None:
+            if (a is None) != (b is None) and np.any((a if b is None else b) != 0):
+                raise AssertionError(
+                    f"gradgradcheck: only one path gives a gradient for {_label(xs, i)}"
+                )
+            continue
+        if not np.allclose(a, b, rtol=rtol, atol=atol):
+            k = np.unravel_index(int(np.argmax(np.abs(a - b))), a.shape)
+            raise AssertionError(
+                f"gradgradcheck: a backward_graph disagrees with its backward at first order: "
+                f"the gradient of {_label(xs, i)} at index {tuple(int(j) for j in k)} is "
+                f"{float(a[k])!r} from backward but {float(b[k])!r} with create_graph=True"
+            )
+
+
 def gradgradcheck(
     fn: Fn,
     *inputs: Any,
@@ -269,6 +294,7 @@ def gradgradcheck(
     rng = np.random.default_rng([seed, 2])
     u = Tensor(rng.standard_normal(y.shape), requires_grad=True)
     ws = [rng.standard_normal(xs[i].shape) for i in diff]
+    _same_first_order(fn, xs, diff, u.numpy(), rtol, atol)
 
     def first_derivative(*args: Any, graph: bool = True) -> Tensor:
         # gradcheck differentiates this with graph=True (the create_graph path under test) and

@@ -14,6 +14,12 @@ class BinaryOp(Function, register=False):
     """Base for broadcasting binary ops: turns a shape mismatch into a clear ValueError."""
 
     def forward(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        # An integer (or bool) operand takes the float operand's dtype, as in PyTorch: NumPy
+        # would turn int64 with float32 into float64, a silent upcast.
+        if a.dtype.kind in "iub" and b.dtype.kind == "f":
+            a = a.astype(b.dtype)
+        elif b.dtype.kind in "iub" and a.dtype.kind == "f":
+            b = b.astype(a.dtype)
         try:
             return self.compute(a, b)
         except ValueError:
