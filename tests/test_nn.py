@@ -9,7 +9,7 @@ import pytest
 
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import Tensor, nn
-from tinygrad_cnn.nn import SimpleConvNet
+from tinygrad_cnn.nn import Module, SimpleConvNet
 from tinygrad_cnn.testing import module_gradcheck
 
 RNG = np.random.default_rng(0)
@@ -221,3 +221,31 @@ def test_loss_decreases_on_a_fixed_batch():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert all(b < a for a, b in zip(losses[:5], losses[1:6], strict=True))
+
+
+def test_parameters_in_a_dict_filled_after_construction_are_found():
+    from tinygrad_cnn.nn import Parameter
+    from tinygrad_cnn.optim import SGD
+
+    class BookStyle(Module):
+        def __init__(self):
+            super().__init__()
+            self.params = {}  # filled afterwards, with nothing assigned after it
+            self.params["W1"] = Parameter(np.ones((2, 3), np.float32))
+            self.params["b1"] = Parameter(np.zeros(3, np.float32))
+
+    net = BookStyle()
+    assert [k for k, _ in net.named_parameters()] == ["params.W1", "params.b1"]
+    net.params["W2"] = Parameter(np.ones((3, 1), np.float32))
+    del net.params["W1"]
+    assert [k for k, _ in net.named_parameters()] == ["params.b1", "params.W2"]
+    SGD(net.parameters(), lr=0.1)
+
+    class LateArray(Module):
+        def __init__(self):
+            super().__init__()
+            self.params = {}
+            self.params["W1"] = np.ones((2, 2))
+
+    with pytest.raises(TypeError, match=r"LateArray: params\['W1'\] is a NumPy array"):
+        LateArray().parameters()

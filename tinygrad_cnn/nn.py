@@ -71,27 +71,46 @@ class Module:
                 p.name = f"{key}.{name}"
         elif isinstance(value, dict | list | tuple):
             self._containers[key] = value
+            object.__setattr__(self, key, value)
+            self._sync_containers()  # a float array given here is refused right away
+            return
+        elif key in self._containers:
+            del self._containers[key]
         object.__setattr__(self, key, value)
-        # Parameters and modules held in a dict or list (the book's ``self.params = {}``,
-        # filled afterwards) are registered as ``params.W1`` / ``layers.0``, here and at every
-        # later assignment; a bare float array there is refused, as it would never train.
-        for box_name, box in self._containers.items():
+
+    def _sync_containers(self) -> None:
+        """Register the Parameters and Modules held in dict/list/tuple attributes (the book's
+        ``self.params = {}``, filled at any time) as ``params.W1`` / ``layers.0``. A float
+        NumPy array there is refused, naming the entry: it would never be trained."""
+        boxes = self._containers
+        if not boxes and not self.__dict__.get("_boxed"):
+            return
+        boxed = self.__dict__.setdefault("_boxed", set())
+        for name in [n for n in boxed if n in self._params or n in self._modules]:
+            self._params.pop(name, None)  # rebuilt below: entries may have changed
+            self._modules.pop(name, None)
+        boxed.clear()
+        for box_name, box in boxes.items():
             items = box.items() if isinstance(box, dict) else enumerate(box)
             for k, v in items:
                 name = f"{box_name}.{k}"
-                if isinstance(v, Parameter) and self._params.get(name) is not v:
+                if isinstance(v, Parameter):
                     self._params[name], v.name = v, name
-                elif isinstance(v, Module) and self._modules.get(name) is not v:
+                elif isinstance(v, Module):
                     self._modules[name], v._scope_name = v, name
-                elif isinstance(box, dict) and isinstance(v, np.ndarray) and v.dtype.kind == "f":
+                elif isinstance(v, np.ndarray) and v.dtype.kind == "f":
                     raise TypeError(
                         f"{type(self).__name__}: {box_name}[{k!r}] is a NumPy array, which "
-                        f"net.parameters() cannot train; store Parameter(array) instead"
+                        f"parameters() cannot train; store Parameter(array) instead"
                     )
+                else:
+                    continue
+                boxed.add(name)
 
     # ---------------------------------------------------------------- parameters
     def named_parameters(self, prefix: str = "") -> Iterator[tuple[str, Parameter]]:
         """(dotted name, parameter) pairs, e.g. ``("conv1.weight", ...)``."""
+        self._sync_containers()
         for name, p in self._params.items():
             yield prefix + name, p
         for name, m in self._modules.items():
@@ -103,6 +122,7 @@ class Module:
 
     def named_modules(self, prefix: str = "") -> Iterator[tuple[str, Module]]:
         """(dotted name, module) pairs, this module first with name ``""``."""
+        self._sync_containers()
         yield prefix.rstrip("."), self
         for name, m in self._modules.items():
             yield from m.named_modules(prefix + name + ".")
