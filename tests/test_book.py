@@ -199,4 +199,4 @@ def test_japanese_readme_has_every_code_block_of_the_readme():
     blocks = re.findall(r"```.*?```", (ROOT / "README.md").read_text(), re.S)
     ja = (ROOT / "README.ja.md").read_text()
     assert blocks and all(b in ja for b in blocks)
-    assert "## 自作レイヤを検査する" in ja and "## 本書から来た人へ" in ja
+    assert "## 自作レイヤを検査する" in ja and "## 本書との対応" in ja
