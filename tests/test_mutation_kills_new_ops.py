@@ -89,9 +89,10 @@ def test_where_gradients_go_to_the_chosen_input_only(need, graph) -> None:
     [
         ("Abs", {}, [-2.0, 0.0, 3.0], [-1.0, 0.0, 1.0]),  # documented: 0 at exactly 0
         ("ReLU", {}, [-2.0, 0.0, 3.0], [0.0, 0.0, 1.0]),
-        ("Clip", {"low": -1.0, "high": 1.0}, [-2.0, 0.5, 3.0], [0.0, 1.0, 0.0]),
+        ("Clip", {"low": -1.0, "high": 1.0}, [-2.0, -1.0, 1.0, 3.0], [0.0, 1.0, 1.0, 0.0]),
         ("LeakyReLU", {"negative_slope": 0.25}, [-2.0, 0.0, 3.0], [0.25, 0.25, 1.0]),
-        ("ELU", {"alpha": 1.0}, [-1.0, 0.5, 60.0], [np.exp(-1.0), 1.0, 1.0]),  # exp(120) = inf
+        # at 0 the negative branch: alpha; exp(2 * 60) overflows float32 on the unused branch
+        ("ELU", {"alpha": 0.5}, [-1.0, 0.0, 0.5, 60.0], [0.5 * np.exp(-1.0), 0.5, 1.0, 1.0]),
     ],
 )
 @pytest.mark.parametrize("graph", [False, True], ids=["backward", "backward_graph"])
@@ -125,3 +126,33 @@ def test_bce_with_logits_computes_no_gradient_for_an_input_that_needs_none(need,
     (gxs,) = seen
     for n, g in zip(need, gxs, strict=True):
         assert (g is None) != n
+
+
+def test_logsumexp_never_overflows_and_handles_empty_and_all_minus_inf() -> None:
+    from tinygrad_cnn.functional_tensor import logsumexp
+
+    y = logsumexp(Tensor(np.array([[1000.0, 1000.0], [-np.inf, -np.inf]])), axis=1).numpy()
+    np.testing.assert_allclose(y[0], 1000.0 + np.log(2.0), rtol=1e-15)
+    assert y[1] == -np.inf
+    empty = logsumexp(Tensor(np.zeros((0, 3))), axis=0).numpy()
+    assert empty.shape == (3,) and (empty == -np.inf).all()
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["backward", "backward_graph"])
+def test_norm_gradient_is_zero_where_the_norm_is_zero(graph) -> None:
+    from tinygrad_cnn.functional_tensor import norm
+
+    x = Tensor(np.array([[0.0, 0.0], [3.0, 4.0]], np.float32), requires_grad=True)
+    seen = []
+    with on_op_backward(lambda fn, gy, gxs: seen.extend(g.dtype for g in gxs) if fn.name == "Norm"
+                        else None):  # fmt: skip
+        norm(x, axis=1).sum().backward(create_graph=graph)
+    assert seen == [np.dtype(np.float32)]
+    grad = x.grad.numpy() if isinstance(x.grad, Tensor) else x.grad
+    np.testing.assert_allclose(grad, [[0.0, 0.0], [0.6, 0.8]], rtol=1e-6)
+
+
+def test_where_names_the_shapes_that_do_not_broadcast() -> None:
+    with pytest.raises(ValueError, match=r"^where: cond \(2,\), a \(3,\) and b \(3,\) cannot be "
+                       r"broadcast together$"):  # fmt: skip
+        Function.registry["Where"].apply(np.ones(3), np.ones(3), cond=np.array([True, False]))

@@ -18,6 +18,7 @@ so a dropout mask is held fixed), and every ``backward`` gets its own copy of ``
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager, nullcontext
@@ -34,11 +35,13 @@ from .bookbridge import (
     _takes,
     as_function,
     is_loss_layer,
+    layer_error,
+    layer_kind,
     layer_kinks,
     param_pairs,
     windows_of,
 )
-from .bookdiag import CATALOGUE, Evidence, diagnose
+from .bookdiag import CATALOGUE, Diagnosis, Evidence, diagnose, overlap_counts
 from .bookreport import GradientRow, LayerReport, NetworkReport
 from .tensor import Tensor
 
@@ -96,26 +99,63 @@ def _as_array(x: Any, who: str, what: str) -> np.ndarray:
 
 
 def _differences(f: Callable[[], float], a: np.ndarray, idx: np.ndarray, eps: float):
-    """Central, left and right differences of ``f`` at ``a.flat[idx]`` (``a`` is shifted in
-    place and restored), and the rounding noise of each."""
+    """Central differences of ``f`` at ``a.flat[idx]`` (``a`` is shifted in place and
+    restored), the band of one-sided differences and the rounding noise of each.
+
+    Where the left and right differences disagree (a kink), they are taken again with a step
+    ``eps / 10`` and the band spans all four: other kinks within ``eps`` (ReLU inputs just
+    below 0 when a bias moves a whole channel) bend the one-sided differences at ``eps``.
+    """
     f0 = f()
     out = np.empty((4, len(idx)))
     flat = a.reshape(-1)  # a view: a is contiguous (a float64 copy)
+
+    def at(k: int, value: float) -> float:
+        flat[k] = value
+        try:
+            return f()
+        finally:
+            flat[k] = orig
+
     for j, k in enumerate(idx):
         orig = flat[k]
-        flat[k] = orig + eps
-        fp = f()
-        flat[k] = orig - eps
-        fm = f()
-        flat[k] = orig
+        fp, fm = at(k, orig + eps), at(k, orig - eps)
         noise = 16 * np.finfo(np.float64).eps * (abs(fp) + abs(fm) + abs(f0)) / eps
-        out[:, j] = (fp - fm) / (2 * eps), (f0 - fm) / eps, (fp - f0) / eps, noise
+        sides = [(f0 - fm) / eps, (fp - f0) / eps]
+        if abs(sides[0] - sides[1]) > 1e-3 * max(map(abs, sides)) + noise:
+            h = eps / 10
+            sides += [(f0 - at(k, orig - h)) / h, (at(k, orig + h) - f0) / h]
+            noise *= 10
+        out[:, j] = (fp - fm) / (2 * eps), min(sides), max(sides), noise
     return out
 
 
-def _sample(size: int, limit: int, rng: np.random.Generator, held: np.ndarray | None):
-    pool = np.flatnonzero(~held.reshape(-1)) if held is not None else np.arange(size)
-    return pool if len(pool) <= limit else np.sort(rng.choice(pool, limit, replace=False))
+def _sample(
+    size: int,
+    limit: int,
+    rng: np.random.Generator,
+    held: np.ndarray | None,
+    rare: np.ndarray | None = None,
+) -> np.ndarray:
+    """Up to ``limit`` flat indices, none ``held``; half of them (if there are that many)
+    among the ``rare`` elements, so a pattern told apart by them is seen when sampling."""
+    free = ~held.reshape(-1) if held is not None else np.ones(size, bool)
+    pool = np.flatnonzero(free)
+    if len(pool) <= limit:
+        return pool
+    if rare is None:
+        return np.sort(rng.choice(pool, limit, replace=False))
+    few = np.flatnonzero(free & rare.reshape(-1))
+    few = few if len(few) <= limit // 2 else rng.choice(few, limit // 2, replace=False)
+    rest = np.setdiff1d(pool, few)
+    return np.sort(np.concatenate([few, rng.choice(rest, limit - len(few), replace=False)]))
+
+
+def _single_windows(shape: tuple[int, ...], windows: Any) -> np.ndarray | None:
+    """Pixels of an (N, C, H, W) input covered by at most one window (rare where they overlap)."""
+    if windows is None or len(shape) != 4:
+        return None
+    return np.broadcast_to(overlap_counts(shape, windows) <= 1, shape)
 
 
 def _row(
@@ -146,7 +186,8 @@ def _row(
         ok.reshape(-1)[idx] = near | kink
         held = int(kink.sum())
         err = np.where(kink, 0.0, np.abs(a - central))
-        error = float(err.max(initial=0.0) / max(scale, float(np.abs(a).max(initial=0.0))))
+        big = max(float(np.abs(central).max(initial=0.0)), float(np.abs(a).max(initial=0.0)))
+        error = float(err.max(initial=0.0) / (big or 1.0))  # 1.0 where the numeric one is 0
         j = int(np.argmax(err - tol)) if len(idx) else 0
         if len(idx):
             worst = tuple(int(i) for i in np.unravel_index(idx[j], target.shape))
@@ -205,6 +246,27 @@ def check_layer(
     LayerReport
         ``.ok``, ``.rows`` (dx first, then each parameter), ``print`` for the table.
     """
+    options = {"eps": eps, "rtol": rtol, "atol": atol, "max_elements": max_elements}
+    return _check(layer, None, x, t, params, train_flg, seed, name, **options)
+
+
+def _check(
+    layer: Any,
+    primed: Any,
+    x: Any,
+    t: Any,
+    params: Mapping[str, str] | None,
+    train_flg: bool,
+    seed: int,
+    name: str | None,
+    *,
+    eps: float,
+    rtol: float,
+    atol: float,
+    max_elements: int,
+) -> LayerReport:
+    """``check_layer``; ``primed`` is the same layer after a forward on other data (its caches
+    may be stale), or None to make it here with a forward on random data."""
     lname = name or type(layer).__name__
     who = f"check_layer({lname})"
     loss = is_loss_layer(layer)
@@ -219,65 +281,56 @@ def check_layer(
 
     with _random_kept(seed) as reseed:
 
-        def run(xs: list[np.ndarray], dout: Any = None) -> tuple[Any, Any, Any]:
+        def run(xs: list[np.ndarray], dout: Any = None, start: Any = base) -> tuple[Any, ...]:
             # Finite differences start from a shallow copy (fast); backward from a deep one.
-            lay, y = (copy.deepcopy(base) if dout is not None else copy.copy(base)), None
+            lay, y = (copy.deepcopy(start) if dout is not None else copy.copy(start)), None
             try:
                 for xi in xs:  # an earlier forward first, when probing for a stale cache
                     reseed()
                     y = _forward(lay, xi.copy(), t, loss, train_flg)
-                if dout is None:
-                    return lay, y, None
-                before = set(vars(lay))
-                return lay, y, (_backward(lay, dout, loss), set(vars(lay)) - before)
             except Exception as e:
-                raise LayerError(f"{who}: the layer raised {type(e).__name__}: {e}") from e
+                raise layer_error(who, "the layer's forward", e, "forward") from e
+            if dout is None:
+                return lay, y, None
+            before = set(vars(lay))
+            try:
+                dx = _backward(lay, dout, loss)
+            except Exception as e:
+                raise layer_error(who, "the layer's backward", e, "backward") from e
+            return lay, y, (dx, set(vars(lay)) - before)
 
         _, y, _ = run([x64])
         u = np.float64(1.0) if loss else rng.standard_normal(np.shape(y))
         fresh, _, (dx0, _) = run([x64], u)
         probe = rng.standard_normal(x.shape) * (float(x64.std()) or 1.0) + float(x64.mean())
-        got, _, (dx, new_attrs) = run([probe, x64], u)
+        if primed is None:
+            got, _, (dx, new_attrs) = run([probe, x64], u)
+        else:
+            got, _, (dx, new_attrs) = run([x64], u, primed)
 
         def f() -> float:
             return float(np.vdot(u, run([x64])[1]))
 
         held = layer_kinks(base, x64, 10 * eps)
-        ctx = {"dout": None if loss else u, "batch": int(x.shape[0]), "windows": windows_of(base)}
-        idx = _sample(x.size, max_elements, rng, held)
-        rows = [
-            _row(
-                lname,
-                "dx",
-                "x",
-                x64,
-                dx,
-                dx0,
-                _differences(f, x64, idx, eps),
-                idx,
-                rtol,
-                atol,
-                **ctx,
-            )
-        ]
+        windows = windows_of(base)
+        ctx = {
+            "dout": None if loss else u,
+            "batch": int(x.shape[0]),
+            "windows": windows,
+            "kind": layer_kind(base),
+        }
+        idx = _sample(x.size, max_elements, rng, held, _single_windows(x.shape, windows))
+        diffs = _differences(f, x64, idx, eps)
+        rows = [_row(lname, "dx", "x", x64, dx, dx0, diffs, idx, rtol, atol, **ctx)]
         for p, g in pairs.items():
             arr = getattr(base, p)
             idx = _sample(arr.size, max_elements, rng, None)
             hint = tuple(sorted(a for a in new_attrs if a.lower() == g.lower()))
+            diffs = _differences(f, arr, idx, eps)
+            got_g, fresh_g = getattr(got, g, None), getattr(fresh, g, None)
             rows.append(
                 _row(
-                    lname,
-                    g,
-                    p,
-                    arr,
-                    getattr(got, g, None),
-                    getattr(fresh, g, None),
-                    _differences(f, arr, idx, eps),
-                    idx,
-                    rtol,
-                    atol,
-                    new_attrs=hint,
-                    **ctx,
+                    lname, g, p, arr, got_g, fresh_g, diffs, idx, rtol, atol, new_attrs=hint, **ctx
                 )
             )
     header = (
@@ -326,54 +379,59 @@ def check_network(
     Every parameter's analytic gradient (``network.gradient(x, t)[key]``) is compared with
     central differences of ``network.loss`` at ``samples`` random elements; then
     :func:`check_layer` runs on each of ``network.layers`` in order, on the input it gets in
-    the forward pass, and on ``last_layer``. ``report.first_wrong`` names the first wrong layer.
-    The book's SimpleConvNet on 10 MNIST images takes about a second.
+    the forward pass, and on ``last_layer``. Both checks run on a copy of the network that
+    first ran forward on other data, so a layer that keeps a stale cache is caught.
+    ``report.first_wrong`` names the first wrong layer. The book's SimpleConvNet on 10 MNIST
+    images takes a few seconds.
     """
     who = f"check_network({type(network).__name__})"
     params, _ = _network_parts(network, who)
+    arrays = [a for a in params.values() if isinstance(a, np.ndarray)]
     start = time.perf_counter()
-    net = _float64_copy(network, [a for a in params.values() if isinstance(a, np.ndarray)], who)
+    net, primed = _float64_copy(network, arrays, who), _float64_copy(network, arrays, who)
     x64, t = np.array(_as_array(x, who, "x"), np.float64, order="C"), np.asarray(t)
     rng = np.random.default_rng([seed, 0xB00C])
     flag = {"train_flg": train_flg} if _takes(net.loss, "train_flg") else {}
     with _random_kept(seed) as reseed:
 
-        def f() -> float:
+        def call(obj: Any, method: str, data: np.ndarray) -> Any:
             reseed()
-            return float(net.loss(x64, t, **flag))
+            try:
+                return obj.loss(data, t, **flag) if method == "loss" else obj.gradient(data, t)
+            except Exception as e:
+                phase = "forward" if method == "loss" else "backward"
+                raise layer_error(who, f"network.{method}", e, phase) from e
 
-        reseed()
-        grads = net.gradient(x64, t)
-        grads = grads if isinstance(grads, Mapping) else {}
-        rows = []
+        def f() -> float:
+            return float(call(net, "loss", x64))
+
+        f()  # a forward that raises is reported as such, before backward runs
+        fresh = call(net, "gradient", x64)
+        try:  # forward on other data first: caches that are not refreshed stay stale
+            call(primed, "loss", rng.standard_normal(x64.shape) * (x64.std() or 1) + x64.mean())
+        except LayerError:
+            primed = copy.deepcopy(net)  # the network cannot take that data: no probe
+        grads, fresh = call(primed, "gradient", x64), _mapping(fresh)
+        grads, rows = _mapping(grads), []
         for key, p in net.params.items():
             idx = _sample(p.size, samples, rng, None)
             got = grads.get(key)
             got = np.array(got, dtype=np.float64) if isinstance(got, np.ndarray) else got
-            rows.append(
-                _row(
-                    "network",
-                    key,
-                    key,
-                    p,
-                    got,
-                    None,
-                    _differences(f, p, idx, eps),
-                    idx,
-                    rtol,
-                    atol,
-                    batch=len(x64),
-                )
-            )
+            diffs = _differences(f, p, idx, eps)
+            row = _row("network", key, key, p, got, fresh.get(key), diffs, idx, rtol, atol,
+                       batch=len(x64), network=True)  # fmt: skip
+            rows.append(_swapped(row, got, net.params))
         reports, h = [], x64
-        options = {"eps": eps, "rtol": rtol, "atol": atol, "seed": seed, "train_flg": train_flg}
+        options = {"eps": eps, "rtol": rtol, "atol": atol, "max_elements": max_elements}
         for lname, layer in net.layers.items():
-            reports.append(check_layer(layer, h, name=lname, max_elements=max_elements, **options))
+            twin = primed.layers[lname]
+            reports.append(_check(layer, twin, h, None, None, train_flg, seed, lname, **options))
             reseed()
             h = _forward(layer, h, None, False, train_flg)
         last = getattr(net, "last_layer", None)
         if last is not None:
-            reports.append(check_layer(last, h, t, name="last_layer", **options))
+            twin = primed.last_layer
+            reports.append(_check(last, twin, h, t, None, train_flg, seed, "last_layer", **options))
     seconds = time.perf_counter() - start
     header = (
         f"{who}: input {x64.shape}, {samples} sampled elements per parameter, "
@@ -393,3 +451,21 @@ def check_network(
         return draw_layers(layers, x64, t, names, rows)
 
     return NetworkReport(rows, reports, seconds, header, draw)
+
+
+def _mapping(grads: Any) -> Mapping[str, Any]:
+    return grads if isinstance(grads, Mapping) else {}
+
+
+def _swapped(row: GradientRow, got: Any, params: Mapping[str, Any]) -> GradientRow:
+    """Say so when a wrong-shaped gradient has another parameter's shape (keys swapped)."""
+    if row.ok or not isinstance(got, np.ndarray) or got.shape == row.shape:
+        return row
+    owners = [k for k, a in params.items() if k != row.name and np.shape(a) == got.shape]
+    if not owners:
+        return row
+    why = (
+        f"{row.name} has {owners[0]}'s shape {got.shape} instead of {row.shape}: "
+        f"keys swapped in gradient()? (grads['{row.name}'] must hold {row.name}'s gradient)"
+    )
+    return dataclasses.replace(row, diagnosis=Diagnosis("wrong-shape", why))

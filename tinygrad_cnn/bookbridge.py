@@ -8,6 +8,8 @@ parameter gradients as ``dW``/``db`` (``dgamma``/``dbeta``); a loss layer has
 from __future__ import annotations
 
 import inspect
+import os
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -22,8 +24,11 @@ __all__ = [
     "LayerError",
     "as_function",
     "is_loss_layer",
+    "layer_error",
+    "layer_kind",
     "layer_kinks",
     "param_pairs",
+    "user_frame",
     "windows_of",
 ]
 
@@ -32,7 +37,39 @@ BOOK_PARAMS = {"W": "dW", "b": "db", "gamma": "dgamma", "beta": "dbeta"}
 
 
 class LayerError(RuntimeError):
-    """Your layer's own ``forward`` or ``backward`` raised; the message names the layer."""
+    """Your layer's own ``forward`` or ``backward`` raised; the message names the layer and
+    the line of your file. ``phase`` is ``"forward"`` or ``"backward"``."""
+
+    def __init__(self, message: str, phase: str = "forward") -> None:
+        super().__init__(message)
+        self.phase = phase
+
+
+def _library_dirs() -> tuple[str, ...]:
+    import copy
+
+    dirs = [os.path.dirname(os.path.abspath(__file__)), os.path.dirname(np.__file__)]
+    dirs.append(os.path.dirname(copy.__file__))  # the standard library
+    return tuple(d + os.sep for d in dirs)
+
+
+def user_frame(exc: BaseException) -> str | None:
+    """``file:line`` of the innermost frame of ``exc``'s traceback in the user's code (not in
+    tinygrad_cnn, NumPy or the standard library), or None."""
+    skip = _library_dirs()
+    frames = traceback.extract_tb(exc.__traceback__)
+    for fr in reversed(frames):
+        path = os.path.abspath(fr.filename)
+        if not path.startswith(skip) and not fr.filename.startswith("<"):
+            return f"{fr.filename}:{fr.lineno}"
+    return None
+
+
+def layer_error(who: str, what: str, exc: BaseException, phase: str) -> LayerError:
+    """A :class:`LayerError` saying that ``what`` raised ``exc``, and where in the user's file."""
+    where = user_frame(exc)
+    at = f" at {where}" if where else ""
+    return LayerError(f"{who}: {what} raised {type(exc).__name__}{at}: {exc}", phase)
 
 
 def _required_positional(method: Callable[..., Any]) -> int:
@@ -83,6 +120,19 @@ def windows_of(layer: Any) -> tuple[int, int, int, int] | None:
     return None
 
 
+def layer_kind(layer: Any) -> str:
+    """``relu``, ``dropout``, ``pool``, ``conv``, ``affine`` or ``""``: how to word a diagnosis."""
+    name = type(layer).__name__.lower()
+    if "relu" in name:
+        return "relu"
+    if "dropout" in name or hasattr(layer, "dropout_ratio"):
+        return "dropout"
+    if windows_of(layer) is not None:
+        return "pool" if hasattr(layer, "pool_h") else "conv"
+    W = getattr(layer, "W", None)
+    return "affine" if isinstance(W, np.ndarray) and W.ndim == 2 else ""
+
+
 def layer_kinks(layer: Any, x: np.ndarray, margin: float) -> np.ndarray | None:
     """Elements of ``x`` within ``margin`` of a kink of a ReLU- or max-pooling-like layer."""
     if "relu" in type(layer).__name__.lower():
@@ -118,9 +168,9 @@ class BookLayer(Function, register=False):
 
     The instance ``as_function`` returns is a template: calling it applies the op. Each node
     keeps the layer's state after its forward (its cached arrays) and puts it back for its
-    backward, so the node is self-contained. A call on the layer's own parameter arrays
-    updates the layer as ``layer.forward`` would; a re-run on other arrays (the audit's
-    float64 copies) leaves it untouched, with the same NumPy random state (dropout masks).
+    backward, so the node is self-contained. The call (on the layer's own parameter arrays)
+    updates the layer as ``layer.forward`` would; a re-run of the node (the audit's float64
+    copies) leaves the layer untouched and draws the same NumPy random numbers (dropout masks).
     """
 
     layer: Any
@@ -129,6 +179,7 @@ class BookLayer(Function, register=False):
     loss: bool
     train_flg: bool
     rng_state: Any
+    live: list[bool] | None = None
 
     @property
     def name(self) -> str:
@@ -140,13 +191,19 @@ class BookLayer(Function, register=False):
             raise ValueError(f"{self.name}: a loss layer is called as fn(x, t)")
         inputs = [x, *self.params, *([t] if self.loss else [])]
         state = np.random.get_state()  # noqa: NPY002 (the book's global RNG)
-        return type(self).apply(*inputs, **{**self.attrs(), "rng_state": state})
+        # The attrs (this list too) are shared by every re-run of the node: only the first
+        # forward is the live one, whether or not the layer has parameters.
+        return type(self).apply(*inputs, **{**self.attrs(), "rng_state": state, "live": [True]})
 
     def forward(self, x, *rest):
         layer, k = self.layer, len(self.names)
         ps, t = rest[:k], (rest[k] if self.loss else None)
         before = dict(vars(layer))
-        own = all(p is before.get(n) for n, p in zip(self.names, ps, strict=True))
+        live = getattr(self, "live", None)
+        own = bool(live) and live[0]
+        own = own and all(p is before.get(n) for n, p in zip(self.names, ps, strict=True))
+        if live:
+            live[0] = False
         saved = np.random.get_state()  # noqa: NPY002 (the book's global RNG)
         if not own and self.rng_state is not None:
             np.random.set_state(self.rng_state)  # the same dropout mask as the first run  # noqa: NPY002 (the book's global RNG)

@@ -20,6 +20,7 @@ __all__ = ["CATALOGUE", "Diagnosis", "Evidence", "diagnose", "error_map", "overl
 #: Code -> what the bug is. Each entry is planted once in ``examples/book_layers/buggy.py``.
 CATALOGUE: dict[str, str] = {
     "missing-gradient": "backward never stored the gradient (still None, or under another name)",
+    "not-used": "the output does not depend on the parameter: the layer computes with a copy",
     "wrong-shape": "the gradient has the wrong shape (e.g. a reshape back to x's shape is missing)",
     "transposed": "weight gradient transposed, or a product taken in the wrong order",
     "bias-axis": "bias gradient summed over the wrong axis of dout",
@@ -50,7 +51,9 @@ class Evidence:
     ``numeric`` has the target's shape with NaN where no finite difference was taken;
     ``ok`` is False exactly at checked elements that failed. ``fresh`` is the gradient when
     forward ran once (no earlier forward), ``dout`` the upstream gradient backward got (None
-    for a loss layer), ``windows`` ``(KH, KW, stride, pad)`` for a sliding-window layer.
+    for a loss layer), ``windows`` ``(KH, KW, stride, pad)`` for a sliding-window layer,
+    ``kind`` the layer's kind (``bookbridge.layer_kind``) for the wording, ``network`` True
+    for a parameter of a network checked against ``network.loss``.
     """
 
     name: str
@@ -64,6 +67,8 @@ class Evidence:
     batch: int = 1
     windows: tuple[int, int, int, int] | None = None
     new_attrs: tuple[str, ...] = ()
+    kind: str = ""
+    network: bool = False
 
     @property
     def checked(self) -> np.ndarray:
@@ -100,8 +105,9 @@ def _bias_axis(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
         for ax, s in sums
         if s.size == size and _close(s.reshape(ev.target_shape), ev.numeric, ev.checked)
     ]
-    for axes, s in sums:
-        if s.shape == a.shape and np.allclose(a, s, rtol=1e-6, atol=1e-9) and axes not in right:
+    for axes, s in sums:  # flattened: the book's conv reshapes dout to (N*OH*OW, FN) first
+        fits = s.size == a.size and np.allclose(a.reshape(-1), s.reshape(-1), 1e-6, 1e-9)
+        if fits and axes not in right:
             should = f"over axes {right[0]}" if right else "over other axes"
             return Diagnosis(
                 "bias-axis",
@@ -129,6 +135,25 @@ def _wrong_shape(ev: Evidence, a: np.ndarray) -> Diagnosis:
             f"reshape it back (e.g. dx.reshape(*self.original_x_shape))",
         )
     return Diagnosis("wrong-shape", f"{ev.name} has shape {a.shape}, expected {target}")
+
+
+def _not_used(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    """The numeric gradient is exactly zero at every checked element, the analytic one not."""
+    sel = ev.checked
+    if ev.name == "dx" or not sel.any() or np.any(ev.numeric[sel]) or not np.any(a[sel]):
+        return None
+    if ev.network:
+        return Diagnosis(
+            "not-used",
+            f"the loss does not depend on network.params['{ev.param}'] (numeric gradient 0 "
+            f"everywhere) but {ev.name} is not 0: the layer does not use "
+            f"network.params['{ev.param}'] - a copy (params['{ev.param}'].copy())?",
+        )
+    return Diagnosis(
+        "not-used",
+        f"the output does not depend on {ev.param} (numeric gradient 0 everywhere) but "
+        f"{ev.name} is not 0: forward computes with another array than self.{ev.param} - a copy?",
+    )
 
 
 def _factor(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
@@ -164,11 +189,11 @@ def _first_sample(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
         return None
     bad = ~ev.ok.reshape(ev.batch, -1).all(axis=1)  # (N,): a sample with a wrong element
     if not bad[0] and bad[1:].all():
+        others = "the other sample" if ev.batch == 2 else f"all {ev.batch - 1} others"
         return Diagnosis(
             "first-sample-only",
-            f"{ev.name} is right for sample 0 only and wrong "
-            f"for all {ev.batch - 1} others: backward uses dout[0] (or x[0]) "
-            "where it needs the whole batch",
+            f"{ev.name} is right for sample 0 only and wrong for {others}: backward uses "
+            "dout[0] (or x[0]) where it needs the whole batch",
         )
     return None
 
@@ -232,17 +257,24 @@ def _mask(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
     same = np.abs(an - n) <= 1e-4 * np.abs(n) + tiny * 1e3
     if not np.all(same | za | zn):
         return None
+    wrong = f"{int((za != zn).sum())} of {an.size} checked"
     if not np.any(same & ~za):  # never agree where the gradient flows: exact complement
+        why = {
+            "pool": "each window's gradient goes to another element than its maximum "
+            "(argmin instead of argmax, or the argmax of another array)",
+            "dropout": "the mask is inverted (the dropped elements get the gradient)",
+        }.get(ev.kind, "the mask is inverted (x > 0 vs x <= 0)")
         return Diagnosis(
             "mask-inverted",
-            f"{ev.name} is nonzero exactly where the right gradient "
-            "is zero and vice versa: the mask is inverted (x > 0 vs x <= 0)",
+            f"{ev.name} is nonzero exactly where the right gradient is zero and vice versa: {why}",
         )
+    why = {
+        "pool": "the argmax comes from the wrong array or is indexed in the wrong order",
+        "dropout": "backward must reuse forward's mask (self.mask), not draw a new one",
+    }.get(ev.kind, "the mask comes from the wrong array (dout instead of x, or the output)")
     return Diagnosis(
         "mask-wrong-array",
-        f"{ev.name} passes the gradient through the wrong "
-        f"elements ({int((za != zn).sum())} of {an.size} checked): the mask or argmax "
-        "comes from the wrong array (dout instead of x, or the output)",
+        f"{ev.name} passes the gradient through the wrong elements ({wrong}): {why}",
     )
 
 
@@ -258,6 +290,9 @@ def diagnose(ev: Evidence) -> Diagnosis:
         )
     if a.shape != ev.target_shape:
         return _wrong_shape(ev, a)
+    found = _not_used(ev, a)
+    if found is not None:
+        return found
     fresh = ev.fresh
     if isinstance(fresh, np.ndarray) and fresh.shape == a.shape and not np.array_equal(fresh, a):
         if _close(fresh, ev.numeric, ev.checked):

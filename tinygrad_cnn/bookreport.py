@@ -30,18 +30,26 @@ class GradientRow:
     held: int = 0
     diagnosis: Diagnosis | None = None
 
+    @property
+    def verified(self) -> bool:
+        """False for a row that is not wrong but proves nothing: every checked element sat on
+        a kink (or none could be checked). Such a row is neither ok nor wrong."""
+        return not self.ok or self.checked > self.held
+
     def cells(self) -> tuple[str, ...]:
         worst = "-" if self.worst is None else str(self.worst).replace(" ", "")
         vals = "-" if self.worst is None else f"{self.analytic:.4g}"
         num = "-" if self.worst is None else f"{self.numeric:.4g}"
         size = int(np.prod(self.shape))
         result = "ok" if self.ok else f"WRONG: {self.diagnosis.code if self.diagnosis else '?'}"
+        if not self.verified:
+            result = "not checked (every sampled element on a kink)"
         return (
             self.layer,
             self.name,
             str(self.shape).replace(" ", ""),
             f"{self.checked}/{size}",
-            f"{self.error:.1e}",
+            "-" if not self.verified else f"{self.error:.1e}",
             worst,
             vals,
             num,
@@ -71,7 +79,8 @@ def table(rows: list[GradientRow]) -> list[str]:
         if r.diagnosis is not None:
             lines.append(f"{r.layer}.{r.name}: {r.diagnosis.code}: {r.diagnosis.message}")
         if r.held:
-            lines.append(f"{r.layer}.{r.name}: {r.held} elements on a kink held fixed")
+            n = f"{r.held} element{'s' if r.held != 1 else ''}"
+            lines.append(f"{r.layer}.{r.name}: {n} on a kink held fixed")
     return lines
 
 
@@ -92,8 +101,16 @@ class LayerReport:
     def failed(self) -> list[GradientRow]:
         return [r for r in self.rows if not r.ok]
 
+    @property
+    def unverified(self) -> list[GradientRow]:
+        """Rows neither ok nor wrong: every checked element on a kink."""
+        return [r for r in self.rows if not r.verified]
+
     def __str__(self) -> str:
         verdict = "all gradients right" if self.ok else f"{len(self.failed)} wrong"
+        if self.ok and self.unverified:
+            names = ", ".join(r.name for r in self.unverified)
+            verdict = f"no gradient wrong, but {names} not checked (every element on a kink)"
         return "\n".join([self.header, *table(self.rows), f"{self.layer}: {verdict}"])
 
     def render(self, path: str | Path) -> Path:
@@ -129,9 +146,25 @@ class NetworkReport:
         lines += table(self.rows)
         lines.append("each layer on its actual input:")
         lines += table([r for rep in self.layers for r in rep.rows])
-        where = f"first wrong layer: {self.first_wrong}" if self.first_wrong else "all right"
-        lines.append(f"{where} ({self.seconds:.1f} s)")
+        lines.append(f"{self.verdict()} ({self.seconds:.1f} s)")
         return "\n".join(lines)
+
+    def verdict(self) -> str:
+        """The last line: the first wrong layer, else the wrong parameters, else all right."""
+        bad = [r.name for r in self.rows if not r.ok]
+        if self.first_wrong:
+            return f"first wrong layer: {self.first_wrong}"
+        if bad:
+            return (
+                f"network.gradient is wrong for {', '.join(bad)} although every layer checks "
+                "right: look at gradient() (which layer's dW goes to which key) and at how "
+                "the layers get network.params"
+            )
+        unverified = [r.name for r in self.rows if not r.verified]
+        unverified += [f"{rep.layer}.{r.name}" for rep in self.layers for r in rep.unverified]
+        if unverified:
+            return f"nothing wrong, but not checked: {', '.join(unverified)} (on kinks)"
+        return "all right"
 
     render = LayerReport.render
 

@@ -159,6 +159,22 @@ def buggy_simpleconvnet():
     return net
 
 
+def copied_params_net():
+    """A small SimpleConvNet whose Affine1 computes with a copy of ``params['W2']``: training
+    updates params['W2'], which the loss does not depend on."""
+    net = SimpleConvNet(
+        input_dim=(1, 10, 10),
+        conv_param={"filter_num": 3, "filter_size": 3},
+        hidden_size=8,
+        output_size=4,
+        weight_init_std=0.1,
+        seed=0,
+    )
+    p = net.params
+    net.layers["Affine1"] = Affine(p["W2"].copy(), p["b2"])  # BUG: a copy, not params['W2']
+    return net
+
+
 def typo_affine():
     return AffineTypo(*_params(12, 5))
 
@@ -182,6 +198,7 @@ def overwrite_convolution():
 #: name -> (diagnosis code, input shape for ``--input-shape``)
 BUGS = {
     "typo_affine": ("missing-gradient", "4,12"),
+    "copied_params_net": ("not-used", "6,1,10,10"),
     "no_reshape_affine": ("wrong-shape", "2,3,2,2"),
     "transposed_affine": ("transposed", "4,12"),
     "bias_axis_affine": ("bias-axis", "4,12"),

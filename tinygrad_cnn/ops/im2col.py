@@ -24,9 +24,11 @@ def window_args(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple
     """(kernel, stride, padding) of an ``im2col``/``col2im`` call, in our form
     ``(kernel_size, stride=1, padding=0)`` or the book's ``(filter_h, filter_w, stride=1, pad=0)``.
 
-    Four positional values, or the keywords ``filter_h``/``filter_w``/``pad``, are the book's;
-    one positional value, a pair, or ``kernel_size``/``padding`` are ours. Two or three plain
-    ints (``im2col(x, 5, 5)``) mean different things in the two and are refused.
+    Four positional values, the keywords ``filter_h``/``filter_w``/``pad``, or two positional
+    values with ``stride=`` (``im2col(x, 5, 5, stride=1)``: our form would get ``stride``
+    twice) are the book's; one positional value, a pair, or ``kernel_size``/``padding`` are
+    ours. Two or three plain ints alone (``im2col(x, 5, 5)``) mean different things in the two
+    and are refused.
     """
     unknown = sorted(set(kwargs) - {*_OURS, *_BOOKS})
     if unknown:
@@ -40,13 +42,17 @@ def window_args(op: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple
         )
     if len(args) > 4:
         raise TypeError(f"{op}: takes at most 4 window arguments, got {len(args)}: {args}")
-    book = book_kw or len(args) == 4
-    if not (book or ours_kw) and len(args) in (2, 3) and not isinstance(args[0], tuple | list):
+    plain = bool(args) and not isinstance(args[0], tuple | list)
+    book = book_kw or len(args) == 4 or (plain and len(args) == 2 and "stride" in kwargs)
+    if not (book or ours_kw) and len(args) in (2, 3) and plain:
+        lead = "x" if op == "im2col" else "col, input_shape"
         raise TypeError(
-            f"{op}: ambiguous call with window arguments {args}: the book's signature is "
-            f"{op}(..., filter_h, filter_w, stride=1, pad=0), ours is {op}(..., kernel_size, "
-            f"stride=1, padding=0); pass all four as the book does ({op}(..., FH, FW, stride, "
-            "pad)) or name them (filter_h=5, filter_w=5 or kernel_size=5, stride=...)"
+            f"{op}: ambiguous call {op}({lead}, {', '.join(map(str, args))}): the book's "
+            f"signature is {op}({lead}, filter_h, filter_w, stride=1, pad=0), ours is "
+            f"{op}({lead}, kernel_size, stride=1, padding=0); pass all four as the book does "
+            f"({op}({lead}, FH, FW, stride, pad)), give stride by keyword "
+            f"({op}({lead}, FH, FW, stride=1)) or name them (filter_h=5, filter_w=5 or "
+            "kernel_size=5)"
         )
     names = _BOOKS if book else _OURS
     given = dict(zip(names, args, strict=False))  # fewer args than names is fine
