@@ -84,7 +84,8 @@ class LogSumExp(Function):
     def forward(self, x):
         m = x.max(axis=self.axis, keepdims=True) if x.size else np.zeros(_kept(x, self.axis))
         m = np.where(np.isfinite(m), m, 0).astype(x.dtype)  # all -inf: log(0) = -inf, no nan
-        y = np.log(np.exp(x - m).sum(axis=self.axis, keepdims=True)) + m
+        with np.errstate(divide="ignore"):  # an empty or all -inf group: log(0) = -inf
+            y = np.log(np.exp(x - m).sum(axis=self.axis, keepdims=True)) + m
         self.save(x=x, y=y)
         return y if self.keepdims else y.reshape([n for i, n in enumerate(y.shape)
                                                   if i not in self.axis])  # fmt: skip
