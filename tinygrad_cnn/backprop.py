@@ -277,16 +277,8 @@ def _backward_op(
     versions = getattr(ctx, "_versions", None)
     if versions is not None:
         _check_versions(ctx, versions)
-    gxs = ctx.backward(gy)
-    gxs = tuple(gxs) if isinstance(gxs, tuple | list) else (gxs,)
+    gxs = _one_per_input(ctx, "backward", ctx.backward(gy), gy, op_hooks)
     parents = ctx.parents
-    if len(gxs) != len(parents):
-        raise RuntimeError(
-            f"{ctx.name}.backward returned {len(gxs)} gradient(s) for {len(parents)} input(s); "
-            "return one per input (None where needs_input_grad is False)"
-        )
-    if op_hooks:
-        gxs = _run_op_hooks(op_hooks, ctx, gy, gxs)
     for i, (parent, need, gx) in enumerate(zip(parents, ctx.needs_input_grad, gxs, strict=True)):
         if not need or gx is None:
             continue
@@ -304,6 +296,17 @@ def _backward_op(
             gx = gx.astype(parent.dtype)
         prev = grads.get(id(parent))
         grads[id(parent)] = gx if prev is None else prev + gx
+
+
+def _one_per_input(ctx: Function, method: str, gxs: Any, gy: Any, op_hooks: tuple) -> tuple:
+    """An op's returned gradients as a tuple with one entry per input, after the hooks."""
+    gxs = tuple(gxs) if isinstance(gxs, tuple | list) else (gxs,)
+    if len(gxs) != len(ctx.parents):
+        raise RuntimeError(
+            f"{ctx.name}.{method} returned {len(gxs)} gradient(s) for {len(ctx.parents)} "
+            "input(s); return one per input (None where needs_input_grad is False)"
+        )
+    return _run_op_hooks(op_hooks, ctx, gy, gxs) if op_hooks else gxs
 
 
 def _run_op_hooks(hooks: tuple, ctx: Function, gy: Any, gxs: tuple[Any, ...]) -> tuple:
@@ -336,15 +339,8 @@ def _graph_op(ctx: Function, gy: Tensor, grads: dict[int, Tensor], op_hooks: tup
             gxs = ctx.backward_graph(gy)
     finally:
         _state.scope = saved_scope
-    gxs = tuple(gxs) if isinstance(gxs, tuple | list) else (gxs,)
+    gxs = _one_per_input(ctx, "backward_graph", gxs, gy, op_hooks)
     parents = ctx.parents
-    if len(gxs) != len(parents):
-        raise RuntimeError(
-            f"{ctx.name}.backward_graph returned {len(gxs)} gradient(s) for {len(parents)} "
-            "input(s); return one per input (None where needs_input_grad is False)"
-        )
-    if op_hooks:
-        gxs = _run_op_hooks(op_hooks, ctx, gy, gxs)
     for i, (parent, need, gx) in enumerate(zip(parents, ctx.needs_input_grad, gxs, strict=True)):
         if not need or gx is None:
             continue
