@@ -46,6 +46,7 @@ class _ThreadState(threading.local):
 
     def __init__(self) -> None:
         self.grad_enabled = True
+        self.grad_stack: list[bool] = []  # modes to restore, one per entered _GradMode
         #: Names of the modules being called, outermost first; every recorded op keeps a copy.
         self.scope: tuple[str, ...] = ()
         self.hooks = _HookList()
@@ -60,19 +61,23 @@ def is_grad_enabled() -> bool:
 
 
 class _GradMode:
-    """Context manager and decorator that sets grad mode and restores it on exit."""
+    """Context manager and decorator that sets grad mode and restores it on exit.
+
+    The mode to restore is kept on the entering thread's own stack, so one object may be
+    entered by several threads (and nested) at once.
+    """
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._saved = threading.local()  # one object may be entered by several threads
 
     def __enter__(self) -> None:
-        stack = self._saved.__dict__.setdefault("stack", [])
-        stack.append(_state.grad_enabled)
-        _state.grad_enabled = self.enabled
+        state = _state
+        state.grad_stack.append(state.grad_enabled)
+        state.grad_enabled = self.enabled
 
     def __exit__(self, *exc: object) -> None:
-        _state.grad_enabled = self._saved.stack.pop()
+        state = _state
+        state.grad_enabled = state.grad_stack.pop()
 
     def __call__(self, fn: F) -> F:
         @functools.wraps(fn)
@@ -286,8 +291,8 @@ class Function:
             fn.parents = tensors
             fn.scope = state.scope
             if fn.saved:  # versions of what backward reads, checked there
-                fn._versions = tuple(t._version[0] for t in tensors)
-                fn._out_version = (result._version, 0)
+                fn._versions = [t._version[0] for t in tensors]
+                fn._out_version = result._version
             result._ctx = fn
         hooks = state.hooks.created
         if hooks:

@@ -165,10 +165,16 @@ def grad(
 
 
 def _tensor_type() -> type[Tensor]:
-    """``Tensor`` (imported here, as ``tensor`` imports this module)."""
-    from .tensor import Tensor
+    """``Tensor`` (imported on first use, as ``tensor`` imports this module)."""
+    global _TENSOR
+    if _TENSOR is None:
+        from .tensor import Tensor
 
-    return Tensor
+        _TENSOR = Tensor
+    return _TENSOR
+
+
+_TENSOR: type[Tensor] | None = None
 
 
 def _as_tuple(op: str, what: str, x: Any) -> tuple[Tensor, ...]:
@@ -275,9 +281,13 @@ def _backward_op(
     """Run one op's backward and add its input gradients to ``grads`` (a function of its
     own, so that its locals, inputs included, are released when it returns)."""
     versions = getattr(ctx, "_versions", None)
-    if versions is not None:
+    if versions is not None and (
+        ctx._out_version[0] != 0 or [p._version[0] for p in ctx.parents] != versions
+    ):
         _check_versions(ctx, versions)
-    gxs = _one_per_input(ctx, "backward", ctx.backward(gy), gy, op_hooks)
+    gxs = ctx.backward(gy)
+    if type(gxs) is not tuple or len(gxs) != len(ctx.parents) or op_hooks:
+        gxs = _one_per_input(ctx, "backward", gxs, gy, op_hooks)
     parents = ctx.parents
     for i, (parent, need, gx) in enumerate(zip(parents, ctx.needs_input_grad, gxs, strict=True)):
         if not need or gx is None:
@@ -395,7 +405,7 @@ class FirstOrderOnly(Function, register=False):
         )
 
 
-def _check_versions(ctx: Function, versions: tuple[int, ...]) -> None:
+def _check_versions(ctx: Function, versions: list[int]) -> None:
     """Raise when an array that ``ctx`` saved for backward was changed in place since."""
     for i, (parent, v) in enumerate(zip(ctx.parents, versions, strict=True)):
         if parent._version[0] != v:
@@ -406,11 +416,11 @@ def _check_versions(ctx: Function, versions: tuple[int, ...]) -> None:
                 f"{parent._version[0]}), so its gradient would be wrong. Change it after "
                 "backward(), or compute on a copy"
             )
-    cell, v = ctx._out_version
-    if cell[0] != v:
+    cell = ctx._out_version  # the output's counter; it was 0 when the op ran
+    if cell[0] != 0:
         raise RuntimeError(
             f"backward: the output of {ctx.name} was changed in place after {ctx.name} saved "
-            f"it for backward (version {v} -> {cell[0]}), so its gradient would be wrong"
+            f"it for backward (version 0 -> {cell[0]}), so its gradient would be wrong"
         )
 
 

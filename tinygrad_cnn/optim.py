@@ -20,6 +20,7 @@ would upcast float32 math under NumPy 2's promotion rules.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Iterable, Mapping
@@ -65,8 +66,10 @@ def _hp(name: str, value: Any) -> float:
     return v
 
 
+@functools.lru_cache(maxsize=16)
 def compute_dtype(dtype: Any) -> np.dtype:
-    """The dtype an optimizer keeps state and computes in for parameters of ``dtype``."""
+    """The dtype an optimizer keeps state and computes in for parameters of ``dtype``
+    (float32 at least: float16 state would underflow)."""
     return np.promote_types(dtype, np.float32)
 
 
