@@ -393,3 +393,19 @@ def conv_transpose2d_naive(x, w, b=None, stride: Pair = 1, padding: Pair = 0, ou
         if 0 <= oh < OH and 0 <= ow < OW:
             y[n, oc, oh, ow] += float(x[n, c, i, j]) * float(w[c, oc, kh, kw])
     return y
+
+
+def batch_norm_naive(x, gamma, beta, mean=None, var=None, eps: float = 1e-5) -> np.ndarray:
+    """Channel by channel (axis 1): ``gamma * (v - mean) / sqrt(var + eps) + beta``, with the
+    channel's own mean and biased variance (training) unless ``mean``/``var`` are given."""
+    x = np.asarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    for c in range(x.shape[1]):
+        v = x[:, c]
+        if mean is None:
+            mu = float(np.sum(v)) / v.size
+            s2 = float(np.sum((v - mu) ** 2)) / v.size
+        else:
+            mu, s2 = float(mean[c]), float(var[c])
+        out[:, c] = gamma[c] * (v - mu) / math.sqrt(s2 + eps) + beta[c]
+    return out

@@ -96,6 +96,7 @@ GRADIENT_OPS = {
 NEWER_OPS = {
     "Abs", "Sqrt", "Sin", "Cos", "Log1p", "Erf", "Clip", "LeakyReLU", "ELU", "GELU", "Softplus",
     "Where", "Maximum", "Minimum", "Cat", "Pad", "LogSumExp", "Norm", "BCEWithLogits",
+    "BatchNorm",  # issue 10: SPECS and test_batch_norm.py cover it
 }  # fmt: skip
 
 

@@ -200,7 +200,7 @@ def test_max_pool_kinks_ignore_the_padding_and_use_twice_the_margin() -> None:
     assert not mask.any()
     pool = _op("MaxPool2d", kernel=(2, 2), stride=(2, 2), padding=(0, 1))
     # windows: [pad, a; pad, c] and [b, pad; d, pad] over x = [[a, b], [c, d]]
-    x = np.array([[[[1.0, 2.0], [0.5, 1.0]]]])  # a - c = 0.5 = 2m: tie; b - d = 1.0: none
+    x = np.array([[[[1.0, 2.0], [0.5, 1.375]]]])  # a - c = 0.5 = 2m: a tie; b - d = 2.5m: none
     (mask,) = pool.kinks(x, margin=m)
     np.testing.assert_array_equal(mask[0, 0], [[True, False], [True, False]])
 

@@ -19,6 +19,7 @@ from hypothesis import given
 from oracles import (
     avg_pool2d_naive,
     avg_pool2d_naive_grad,
+    batch_norm_naive,
     bce_with_logits_naive,
     cat_naive,
     conv2d_naive,
@@ -383,6 +384,27 @@ def _bce(data):
                 bce_with_logits_naive)  # fmt: skip
 
 
+def _batch_norm(data):
+    if data.draw(st.booleans()):
+        shape = (data.draw(st.integers(2, 5)), data.draw(st.integers(1, 4)))  # (N, C)
+    else:
+        shape = tuple(data.draw(st.integers(1, 3)) for _ in range(4))  # (N, C, H, W)
+        if shape[0] * shape[2] * shape[3] < 2:
+            shape = (2, *shape[1:])
+    C = shape[1]
+    x = data.draw(tst.distinct_arrays(shape, step=0.1))  # every channel's variance >= 0.0025
+    gamma, beta = data.draw(tst.arrays((C,))), data.draw(tst.arrays((C,)))
+    eps = data.draw(st.sampled_from([1e-5, 1e-3]))
+    mean = var = None  # training: batch statistics
+    if data.draw(st.booleans()):  # evaluation: given (running) statistics, constants
+        mean, var = data.draw(tst.arrays((C,))), data.draw(tst.arrays((C,), elements=(0.1, 3.0)))
+    return Case(
+        lambda x, g, b: F.batch_norm(x, mean, var, g, b, mean is None, eps=eps),
+        [x, gamma, beta],
+        lambda x, g, b: batch_norm_naive(x, g, b, mean, var, eps),
+    )
+
+
 SPECS: dict[str, Callable[[Any], Case]] = {
     "Add": _binary(F.add, np.add),
     "Sub": _binary(F.sub, np.subtract),
@@ -445,6 +467,8 @@ SPECS: dict[str, Callable[[Any], Case]] = {
     "LogSumExp": _reduce_many(F.logsumexp, _logsumexp_oracle, tst.arrays(tst.shapes(max_dims=3))),
     "Norm": _reduce_many(F.norm, _norm_oracle, tst.away_from_zero(tst.shapes(max_dims=3))),
     "BCEWithLogits": _bce,
+    # issue 10: batch normalisation (tests/test_batch_norm.py holds the PyTorch vectors)
+    "BatchNorm": _batch_norm,
 }
 
 #: Ops excused from second order, each with the reason. Nothing on SimpleConvNet's path, and

@@ -13,6 +13,18 @@ from pathlib import Path
 import numpy as np
 
 OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
+MODELS = ["simpleconvnet", "deepconvnet"]
+
+
+def _network(model: str, init: float | str | None = None, seed: int | None = 0):
+    """A fresh ``SimpleConvNet`` or ``DeepConvNet`` (``--model``); ``init`` None: the class's
+    default (the book's: 0.01 for SimpleConvNet, He for DeepConvNet)."""
+    from .models import DeepConvNet, SimpleConvNet
+
+    if model not in MODELS:
+        raise ValueError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
+    cls = SimpleConvNet if model == "simpleconvnet" else DeepConvNet
+    return cls(seed=seed) if init is None else cls(weight_init_std=init, seed=seed)
 
 
 def _load(dataset: str, data_dir: str | None):
@@ -126,10 +138,9 @@ def _resume_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict, 
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .nn import SimpleConvNet
     from .train import Trainer
 
-    out = Path(args.out)
+    out = Path(args.out if args.out is not None else f"runs/{args.model}")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out: {out} exists and is not a folder")
     checkpoint = out / "checkpoint.npz"
@@ -144,7 +155,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     (x_train, t_train), (x_test, t_test) = _load(args.dataset, args.data_dir)
     if args.limit:
         x_train, t_train = x_train[: args.limit], t_train[: args.limit]
-    net = SimpleConvNet(weight_init_std=settings["init"], seed=settings["seed"])
+    net = _network(args.model, settings["init"], settings["seed"])
     lr = settings["lr"] or TRAIN_DEFAULTS["lr"]  # on resume, the checkpoint's replaces it
     trainer = Trainer(
         net, x_train, t_train, x_test, t_test,
@@ -160,7 +171,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = f"resumed from {checkpoint} after epoch {trainer.epoch}" if args.resume else ""
     seed = "of the checkpoint" if settings["seed"] is None else settings["seed"]
     print(
-        f"training SimpleConvNet on {args.dataset} MNIST: {len(x_train):,} train / "
+        f"training {type(net).__name__} on {args.dataset} MNIST: {len(x_train):,} train / "
         f"{len(x_test):,} test images, {args.epochs} epochs, batch {settings['batch_size']}, "
         f"{settings['optimizer']} lr={trainer.optimizer.lr}, "
         + (start if args.resume else f"init {settings['init']}")
@@ -243,12 +254,12 @@ def _graph(net, x: np.ndarray, t: np.ndarray, out: Path) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .models import accuracy
-    from .nn import SimpleConvNet, predict_classes
+    from .nn import predict_classes
 
     params = Path(args.params)
     _check_file("--params", params)
     _, (x_test, t_test) = _load(args.dataset, args.data_dir)
-    net = SimpleConvNet()
+    net = _network(args.model)
     net.load_params(params)
     acc = accuracy(net, x_test, t_test)
     confusion = np.zeros((10, 10), dtype=np.int64)
@@ -262,13 +273,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _demo_loss(model: str = "simpleconvnet", params: str | None = None):
-    """(network, loss) of SimpleConvNet (seed 0, or ``params``) on 100 bundled images."""
+    """(network, loss) of ``model`` (seed 0, or ``params``) on 100 bundled images."""
     from .data import load_mnist_mini
-    from .nn import SimpleConvNet
 
-    if model != "simpleconvnet":
-        raise ValueError(f"unknown model {model!r}; available: simpleconvnet")
-    net = SimpleConvNet(seed=0)
+    net = _network(model)
     if params is not None:
         _check_file("--params", Path(params))
         net.load_params(params)
@@ -276,21 +284,21 @@ def _demo_loss(model: str = "simpleconvnet", params: str | None = None):
     return net, net.loss(x[:100], t[:100])
 
 
-def _describe(params: str | None) -> str:
-    return f"SimpleConvNet ({params or 'seed 0'}) on 100 mini-MNIST images"
+def _describe(net, params: str | None) -> str:
+    return f"{type(net).__name__} ({params or 'seed 0'}) on 100 mini-MNIST images"
 
 
 def cmd_graph(args: argparse.Namespace) -> int:
     from .viz import draw_graph, save_graph
 
-    _, loss = _demo_loss(args.model, args.params)
+    net, loss = _demo_loss(args.model, args.params)
     graph = draw_graph(loss, show_grads=args.grads)
     path = save_graph(graph, args.out)
     source = graph.source
     nodes = len(re.findall(r"^\s*n\d+ \[", source, flags=re.M))
     edges = len(re.findall(r"^\s*n\d+ -> n\d+", source, flags=re.M))
     print(
-        f"wrote {path}: loss graph of {_describe(args.params)}, {nodes} nodes, {edges} edges "
+        f"wrote {path}: loss graph of {_describe(net, args.params)}, {nodes} nodes, {edges} edges "
         f"(loss {loss.item():.4f})"
     )
     return 0
@@ -299,9 +307,9 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit_graph
 
-    _, loss = _demo_loss(params=args.params)
+    net, loss = _demo_loss(args.model, args.params)
     report = audit_graph(loss)
-    print(f"gradient audit of {_describe(args.params)}, float64")
+    print(f"gradient audit of {_describe(net, args.params)}, float64")
     print(report)
     if args.out:
         print(f"wrote {report.render(args.out)} (failing ops in red)")
@@ -512,11 +520,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tinygrad-cnn", description="Train, evaluate and inspect the book's SimpleConvNet."
+        prog="tinygrad-cnn",
+        description="Train, evaluate and inspect the book's SimpleConvNet and DeepConvNet.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train SimpleConvNet (default: the bundled mini MNIST)")
+    p = sub.add_parser("train", help="train a network (default: the bundled mini MNIST)")
+    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
     p.add_argument(
         "--dataset",
         choices=["mini", "mnist"],
@@ -539,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="weight init: he (default), xavier, or a std such as the book's 0.01",
     )
     p.add_argument("--seed", type=_non_negative, help="default 0")
-    p.add_argument("--out", type=_path, default="runs/simpleconvnet", help="output folder")
+    p.add_argument("--out", type=_path, help="output folder (default runs/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
     p.add_argument("--quiet", action="store_true", help="no progress bar (per-epoch lines stay)")
     p.add_argument("--limit", type=_positive, help="train on the first N images (quick trials)")
@@ -554,12 +564,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--params", type=_path, required=True, help="params.npz (or the book's params.pkl)"
     )
+    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
     p.add_argument("--dataset", choices=["mini", "mnist"], default="mini")
     p.add_argument("--data-dir", type=_path)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("graph", help="render the SimpleConvNet loss graph")
-    p.add_argument("--model", choices=["simpleconvnet"], default="simpleconvnet")
+    p = sub.add_parser("graph", help="render a network's loss graph")
+    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
     p.add_argument(
         "--params", type=_path, help="draw a trained network: params.npz (or the book's .pkl)"
     )
@@ -567,7 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=_path, default="graph.svg", help=".svg, .png, .pdf or .dot")
     p.set_defaults(func=cmd_graph)
 
-    p = sub.add_parser("audit", help="check every op's backward in a SimpleConvNet graph")
+    p = sub.add_parser("audit", help="check every op's backward in a network's loss graph")
+    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
     p.add_argument(
         "--params", type=_path, help="audit a trained network: params.npz (or the book's .pkl)"
     )

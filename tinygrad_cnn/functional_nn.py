@@ -31,11 +31,12 @@ from .ops import activations as _act
 from .ops import adjoint as _adj
 from .ops import conv as _conv
 from .ops import loss as _loss
+from .ops import norm as _norm
 
 __all__ = [
     "leaky_relu", "elu", "gelu", "softplus", "mse_loss", "l1_loss",
     "binary_cross_entropy_with_logits", "nll_loss", "cross_entropy", "conv_transpose2d",
-    "dropout", "embedding",
+    "dropout", "embedding", "batch_norm",
 ]  # fmt: skip
 
 
@@ -324,3 +325,96 @@ def embedding(input: Any, weight: TensorLike) -> Tensor:  # noqa: A002
         raise ValueError(f"embedding: indices must lie in [0, {w.shape[0]}), got values in "
                          f"[{idx.min()}, {idx.max()}]")  # fmt: skip
     return getitem(w, idx)
+
+
+# ------------------------------------------------------------------------------ normalisation
+#: The book's ``BatchNormalization(momentum=0.9)`` keeps ``0.9 * old + 0.1 * batch``: in
+#: PyTorch's convention (the one used here) that is ``momentum=0.1``.
+BOOK_BN_MOMENTUM = 0.1
+#: The book's ``eps`` (PyTorch's default is 1e-5).
+BOOK_BN_EPS = 1e-7
+
+
+def _running(name: str, a: Any, C: int) -> np.ndarray | None:
+    if a is None:
+        return None
+    if not isinstance(a, np.ndarray) or a.dtype.kind != "f":
+        raise TypeError(f"batch_norm: {name} must be a float ndarray (a module buffer) or None, "
+                        f"got {type(a).__name__}")  # fmt: skip
+    if a.shape != (C,):
+        raise ValueError(f"batch_norm: {name} must have shape ({C},), got {a.shape}")
+    return a
+
+
+def batch_norm(
+    input: TensorLike,  # noqa: A002
+    running_mean: np.ndarray | None,
+    running_var: np.ndarray | None,
+    weight: TensorLike | None = None,
+    bias: TensorLike | None = None,
+    training: bool = False,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Batch normalisation per channel: ``weight * (x - mean) / sqrt(var + eps) + bias``.
+
+    Training uses the batch's mean and (biased) variance over every axis but 1, and updates
+    the running statistics in place, PyTorch's way: ``new = (1 - momentum) * old + momentum *
+    batch``, with the unbiased batch variance for ``running_var``. Evaluation uses the running
+    statistics, as constants (an affine map of x).
+
+    The book's ``BatchNormalization(gamma, beta, momentum=0.9)`` uses the opposite momentum
+    convention and ``eps=1e-7``: pass ``momentum=0.1`` and ``eps=1e-7`` (``BOOK_BN_MOMENTUM``
+    and ``BOOK_BN_EPS`` of ``tinygrad_cnn.functional_nn``). Two more differences: for 4-d
+    input the book normalises each of the C*H*W features on its own (we normalise per
+    channel, as PyTorch's BatchNorm2d), and its running variance is the biased one.
+
+    Parameters
+    ----------
+    input : Tensor, shape (N, C) or (N, C, H, W) (any (N, C, ...))
+    running_mean, running_var : float ndarray, shape (C,), or None
+        Updated in place when training; required when not training.
+    weight, bias : Tensor, shape (C,), optional
+        gamma and beta; None means ones and zeros.
+    training : bool
+    momentum : float in [0, 1]
+    eps : float > 0
+
+    Returns
+    -------
+    Tensor, the shape of ``input``
+
+    Examples
+    --------
+    >>> rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    >>> y = batch_norm(x, rm, rv, gamma, beta, training=True)  # doctest: +SKIP
+    """
+    x = as_tensor(input)
+    if x.ndim < 2:
+        raise ValueError(f"batch_norm: input must be (N, C) or (N, C, H, W), got shape {x.shape}")
+    if not isinstance(training, bool | np.bool_):
+        raise TypeError(f"batch_norm: training must be True or False, got {training!r}")
+    m, e = _number("batch_norm", "momentum", momentum), _number("batch_norm", "eps", eps)
+    if not 0 <= m <= 1 or not e > 0:
+        raise ValueError(f"batch_norm: momentum must be in [0, 1] and eps > 0, got momentum "
+                         f"{momentum}, eps {eps}")  # fmt: skip
+    C = x.shape[1]
+    rm, rv = _running("running_mean", running_mean, C), _running("running_var", running_var, C)
+    if (rm is None) != (rv is None):
+        raise ValueError("batch_norm: give both running_mean and running_var, or neither")
+    if not training and rm is None:
+        raise ValueError("batch_norm: evaluation (training=False) needs running_mean and "
+                         "running_var")  # fmt: skip
+    gamma = Tensor(np.ones(C, x.dtype)) if weight is None else as_tensor(weight, like=x)
+    beta = Tensor(np.zeros(C, x.dtype)) if bias is None else as_tensor(bias, like=x)
+    if not training:  # copies: the op must not see later updates of the buffers
+        return _norm.BatchNorm.apply(x, gamma, beta, eps=e, mean=rm.copy(), var=rv.copy())
+    y = _norm.BatchNorm.apply(x, gamma, beta, eps=e)  # validates before any buffer changes
+    if rm is not None:
+        a = x.numpy()
+        axes = _norm.channel_axes(a.ndim)
+        rm *= 1 - m
+        rm += m * a.mean(axis=axes)
+        rv *= 1 - m
+        rv += m * a.var(axis=axes, ddof=1)
+    return y

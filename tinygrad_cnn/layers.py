@@ -15,7 +15,7 @@ from .tensor import Tensor
 
 __all__ = [
     "ConvTranspose2d", "Embedding", "LeakyReLU", "GELU", "Tanh", "MSELoss", "BCEWithLogitsLoss",
-    "CrossEntropyLoss", "Identity",
+    "CrossEntropyLoss", "Identity", "BatchNorm1d", "BatchNorm2d",
 ]  # fmt: skip
 
 
@@ -143,3 +143,59 @@ class CrossEntropyLoss(_Loss):
 
     def forward(self, input: Tensor, target: Any) -> Tensor:  # noqa: A002
         return F.cross_entropy(input, target, self.reduction)
+
+
+class _BatchNorm(Module):
+    """Shared by BatchNorm1d/2d: gamma (``weight``) and beta (``bias``) are Parameters, the
+    running statistics buffers (saved in ``state_dict``, never trained)."""
+
+    ndims: tuple[int, ...] = ()
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_features, bool) or not isinstance(num_features, int | np.integer) or (
+                num_features < 1):  # fmt: skip
+            raise ValueError(f"{type(self).__name__}: num_features must be a positive int, "
+                             f"got {num_features!r}")  # fmt: skip
+        C = int(num_features)
+        self.weight = Parameter(np.ones(C, dtype)) if affine else None
+        self.bias = Parameter(np.zeros(C, dtype)) if affine else None
+        self.register_buffer("running_mean", np.zeros(C, dtype))
+        self.register_buffer("running_var", np.ones(C, dtype))
+        self.num_features, self.eps, self.momentum = C, eps, momentum
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim not in self.ndims:
+            want = " or ".join(f"{n}-d" for n in self.ndims)
+            raise ValueError(f"{type(self).__name__}: input must be {want} (N, C, ...), got "
+                             f"shape {x.shape}")  # fmt: skip
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            self.training, self.momentum, self.eps)  # fmt: skip
+
+    def extra_repr(self) -> str:
+        return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
+
+
+class BatchNorm1d(_BatchNorm):
+    """Batch normalisation of (N, C) or (N, C, L) input per feature C; see ``F.batch_norm``.
+
+    ``train()``: batch statistics, and the running ones updated with ``momentum`` (PyTorch's
+    convention); ``eval()``: the running statistics. The book's ``BatchNormalization``
+    defaults (its momentum 0.9 keeps 0.9 of the old value) are ``BatchNorm1d(C, eps=1e-7,
+    momentum=0.1)``.
+    """
+
+    ndims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    """Batch normalisation of (N, C, H, W) input per channel C; see :class:`BatchNorm1d`."""
+
+    ndims = (4,)

@@ -3,13 +3,27 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from . import functional as F
-from .nn import Conv2d, Flatten, InitSpec, Linear, MaxPool2d, Module, ReLU, _rng, predict_classes
+from .nn import (
+    Conv2d,
+    Dropout,
+    Flatten,
+    InitSpec,
+    Linear,
+    MaxPool2d,
+    Module,
+    ReLU,
+    _rng,
+    init_std,
+    predict_classes,
+)
 from .ops.conv import conv_output_size
 from .tensor import Tensor
 
@@ -43,7 +57,96 @@ def accuracy(net: Module, x: Any, t: Any, batch_size: int = 500) -> float:
     return float(np.mean(predict_classes(net, x, batch_size) == labels))
 
 
-class SimpleConvNet(Module):
+@contextmanager
+def _mode(net: Module, training: bool) -> Iterator[None]:
+    """Run with every sub-module in ``training`` mode, then give each its own mode back."""
+    modes = [(m, m.training) for _, m in net.named_modules()]
+    net.train(training)
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            object.__setattr__(m, "training", mode)
+
+
+class BookNetwork(Module):
+    """What the book's networks share: ``accuracy``, ``gradient`` and their parameter files.
+
+    A subclass lists the book's parameter names in ``BOOK_KEYS``, in the order of
+    ``named_parameters()``, and overrides ``book_params`` / ``_from_book`` when a layout
+    differs from ours.
+    """
+
+    BOOK_KEYS: tuple[str, ...] = ()
+
+    def accuracy(self, x: Any, t: Any, batch_size: int = 100) -> float:
+        """Fraction of correct predictions over every sample (see :func:`accuracy`)."""
+        return accuracy(self, x, t, batch_size)
+
+    def gradient(self, x: Any, t: Any) -> dict[str, np.ndarray]:
+        """Gradients of ``loss(x, t)`` by parameter name (``conv1.weight``, ...)."""
+        self.zero_grad()
+        self.loss(x, t).backward()
+        return {name: p.grad for name, p in self.named_parameters()}
+
+    def save_params(self, path: str | os.PathLike, book: bool = False) -> None:
+        """Write the parameters atomically, under exactly this name.
+
+        Any name works (the book's ``params.pkl`` too): ``load_params`` tells the format
+        from the file's first bytes, not from its suffix. The default is an ``.npz`` archive;
+        ``book=True`` writes the book's own format instead, a pickled dict of arrays under
+        ``BOOK_KEYS`` (``W1 ... b3``) that the book's ``load_params`` reads.
+        """
+        from .io import atomic_write, save_npz
+
+        path = _check_path("save_params", path)
+        if not book:
+            save_npz(path, self.state_dict())
+            return
+        import pickle
+
+        with atomic_write(path) as f:
+            pickle.dump(self.book_params(), f, protocol=4)
+
+    def book_params(self) -> dict[str, np.ndarray]:
+        """The parameters under the book's names and layouts, as copies (the book's
+        ``network.params``; copy them into its arrays to use our trained weights)."""
+        pairs = zip(self.BOOK_KEYS, self.named_parameters(), strict=True)
+        return {k: p.numpy().copy() for k, (_, p) in pairs}
+
+    def _from_book(self, book: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """The book's arrays (keys already checked) by our parameter names."""
+        names = [name for name, _ in self.named_parameters()]
+        return {name: book[key] for name, key in zip(names, self.BOOK_KEYS, strict=True)}
+
+    def load_params(self, path: str | os.PathLike) -> None:
+        """Load parameters from our ``.npz`` or from the book's pickle (``BOOK_KEYS``), any name.
+
+        The format comes from the content: a zip archive (``PK``) is read as ``.npz`` with
+        ``allow_pickle=False``; a pickle (protocol 0-5) goes through an unpickler that builds
+        nothing but arrays. All or nothing: every entry's name, shape and dtype is checked
+        (for an ``.npz`` from the headers, before any data is read) before any parameter
+        changes.
+        """
+        from .io import check_state_dict, load_npz
+        from .picklesafe import load_book_pickle
+
+        path = _check_path("load_params", path)
+        params = self.state_arrays()  # parameters and buffers (BatchNorm running stats)
+        kind = _file_format(path)
+        if kind == "pickle":
+            book = load_book_pickle(path)
+            keys = list(self.BOOK_KEYS)
+            if sorted(book) != sorted(keys):
+                raise ValueError(f"load_params: {path} has keys {sorted(book)}, expected {keys}")
+            state = self._from_book(book)
+        else:
+            state = load_npz(path, expected={name: a.shape for name, a in params.items()})
+        checked = check_state_dict(params, state, who=f"load_params({path})")
+        self.load_state_dict(checked)
+
+
+class SimpleConvNet(BookNetwork):
     """The book's network: conv - relu - pool - affine - relu - affine (- softmax in the loss).
 
     Parameters
@@ -89,6 +192,8 @@ class SimpleConvNet(Module):
         self.fc2 = Linear(hidden_size, output_size, init=std, rng=rng, dtype=dtype)
         self.input_dim = tuple(input_dim)
 
+    BOOK_KEYS = ("W1", "b1", "W2", "b2", "W3", "b3")
+
     def forward(self, x: Any) -> Tensor:
         """Logits (N, output_size). Image arrays are cast to the parameters' dtype (float32)."""
         if not isinstance(x, Tensor):
@@ -105,70 +210,6 @@ class SimpleConvNet(Module):
         t = t if isinstance(t, Tensor) else Tensor(np.asarray(t))
         return F.softmax_cross_entropy(self.predict(x), t)
 
-    def accuracy(self, x: Any, t: Any, batch_size: int = 100) -> float:
-        """Fraction of correct predictions over every sample (see :func:`accuracy`)."""
-        return accuracy(self, x, t, batch_size)
-
-    def gradient(self, x: Any, t: Any) -> dict[str, np.ndarray]:
-        """Gradients of the loss by parameter name (``conv1.weight``, ...)."""
-        self.zero_grad()
-        self.loss(x, t).backward()
-        return {name: p.grad for name, p in self.named_parameters()}
-
-    def save_params(self, path: str | os.PathLike, book: bool = False) -> None:
-        """Write the parameters atomically, under exactly this name.
-
-        Any name works (the book's ``params.pkl`` too): ``load_params`` tells the format
-        from the file's first bytes, not from its suffix. The default is an ``.npz`` archive;
-        ``book=True`` writes the book's own format instead, a pickled dict ``W1 ... b3`` of
-        arrays that the book's ``SimpleConvNet.load_params`` reads.
-        """
-        from .io import atomic_write, save_npz
-
-        path = _check_path("save_params", path)
-        if not book:
-            save_npz(path, self.state_dict())
-            return
-        import pickle
-
-        with atomic_write(path) as f:
-            pickle.dump(self.book_params(), f, protocol=4)
-
-    def book_params(self) -> dict[str, np.ndarray]:
-        """The parameters under the book's names and layouts, as copies: ``W1`` (FN, C, FH,
-        FW), ``b1`` (FN,), ``W2`` (FN*OH*OW, hidden), ``b2``, ``W3`` (hidden, out), ``b3`` (the
-        book's ``network.params``; copy them into its arrays to use our trained weights)."""
-        names = ["W1", "b1", "W2", "b2", "W3", "b3"]
-        return {
-            k: p.numpy().copy() for k, (_, p) in zip(names, self.named_parameters(), strict=True)
-        }
-
-    def load_params(self, path: str | os.PathLike) -> None:
-        """Load parameters from our ``.npz`` or from the book's pickle (W1 ... b3), any name.
-
-        The format comes from the content: a zip archive (``PK``) is read as ``.npz`` with
-        ``allow_pickle=False``; a pickle (protocol 0-5) goes through an unpickler that builds
-        nothing but arrays. All or nothing: every entry's name, shape and dtype is checked
-        (for an ``.npz`` from the headers, before any data is read) before any parameter
-        changes.
-        """
-        from .io import check_state_dict, load_npz
-        from .picklesafe import load_book_pickle
-
-        path = _check_path("load_params", path)
-        params = {name: p.data for name, p in self.named_parameters()}
-        kind = _file_format(path)
-        if kind == "pickle":
-            book = load_book_pickle(path)
-            keys = ["W1", "b1", "W2", "b2", "W3", "b3"]
-            if sorted(book) != sorted(keys):
-                raise ValueError(f"load_params: {path} has keys {sorted(book)}, expected {keys}")
-            state = {name: book[key] for name, key in zip(params, keys, strict=True)}
-        else:
-            state = load_npz(path, expected={name: a.shape for name, a in params.items()})
-        checked = check_state_dict(params, state, who=f"load_params({path})")
-        self.load_state_dict(checked)
-
 
 #: First bytes of a pickle: PROTO (0x80) for protocols 2-5, a MARK or an empty dict/list
 #: opcode for protocols 0 and 1. Anything else is read as an ``.npz`` (a zip archive, ``PK``),
@@ -184,3 +225,134 @@ def _file_format(path: str | os.PathLike) -> str:
     with open(path, "rb") as f:
         head = f.read(1)
     return "pickle" if head in _PICKLE_STARTS else "npz"
+
+
+#: The book's six convolutions (ch. 8): 3x3 filters, 16, 16, 32, 32 (pad 2), 64, 64.
+_DEEP_CONVS = tuple(
+    {"filter_num": fn, "filter_size": 3, "pad": pad, "stride": 1}
+    for fn, pad in ((16, 1), (16, 1), (32, 1), (32, 2), (64, 1), (64, 1))
+)
+
+
+class DeepConvNet(BookNetwork):
+    """The book's deep network (ch. 8, about 99.4 % on MNIST).
+
+    (conv - relu - conv - relu - pool) x 3 - affine - relu - dropout - affine - dropout
+    (- softmax in the loss). On (N, 1, 28, 28) the maps are 28 -> 28 -> 14 -> 14 -> 16 (pad 2)
+    -> 8 -> 8 -> 8 -> 4, so ``fc1`` takes 64*4*4 = 1024 features. Parameters ``conv1`` ...
+    ``conv6``, ``fc1``, ``fc2`` are the book's ``W1, b1`` ... ``W8, b8``.
+
+    Parameters
+    ----------
+    input_dim : (C, H, W)
+    conv_param_1, ..., conv_param_6 : dict, optional
+        ``filter_num``, ``filter_size``, ``pad``, ``stride`` of each conv (the book's by default).
+    hidden_size, output_size : int
+    weight_init_std : float or str
+        'he' (the book's ``weight_init_scales``, sqrt(2 / fan-in) per layer), 'xavier' or a std.
+    dropout_ratio : float
+    batch_norm : bool
+        The batch-normalised variant (see ``_norm_layer``); not available yet.
+    seed : int or Generator, optional
+        Makes the initial weights and the dropout masks reproducible.
+
+    Notes
+    -----
+    Our ``Dropout`` is inverted (it scales the kept units by 1/k in training, k = 1 - p); the
+    book's scales by k at test time. Both compute the same function, in training and at test,
+    when ``fc2`` holds ``k**2 * W8`` and ``k * b8``; ``load_params`` and ``book_params``
+    convert, so the book's ``deep_convnet_params.pkl`` predicts here what it predicts there;
+    ``fc2`` starts at ``k**2`` times the init scale, so ``W8`` starts as in the book.
+    """
+
+    BOOK_KEYS = tuple(f"{kind}{i}" for i in range(1, 9) for kind in ("W", "b"))
+
+    def __init__(
+        self,
+        input_dim: tuple[int, int, int] = (1, 28, 28),
+        conv_param_1: dict[str, int] | None = None,
+        conv_param_2: dict[str, int] | None = None,
+        conv_param_3: dict[str, int] | None = None,
+        conv_param_4: dict[str, int] | None = None,
+        conv_param_5: dict[str, int] | None = None,
+        conv_param_6: dict[str, int] | None = None,
+        hidden_size: int = 50,
+        output_size: int = 10,
+        weight_init_std: InitSpec = "he",
+        dropout_ratio: float = 0.5,
+        batch_norm: bool = False,
+        seed: int | np.random.Generator | None = None,
+        dtype: Any = np.float32,
+    ) -> None:
+        super().__init__()
+        given = (conv_param_1, conv_param_2, conv_param_3, conv_param_4, conv_param_5,
+                 conv_param_6)  # fmt: skip
+        rng, init = _rng(seed), weight_init_std
+        (C, H, W), layers = input_dim, []
+        for i, (book, mine) in enumerate(zip(_DEEP_CONVS, given, strict=True), start=1):
+            if mine is not None and not set(mine) <= set(book):
+                raise ValueError(f"DeepConvNet: conv_param_{i} has unknown keys {sorted(mine)}")
+            fn, fs, pad, stride = {**book, **(mine or {})}.values()
+            layers.append((f"conv{i}", Conv2d(C, fn, fs, stride, pad, init=init, rng=rng,
+                                              dtype=dtype)))  # fmt: skip
+            layers += self._norm_layer(i, fn, batch_norm)
+            layers.append((f"relu{i}", ReLU()))
+            H, W, C = conv_output_size(H, fs, stride, pad), conv_output_size(W, fs, stride, pad), fn
+            if i % 2 == 0:
+                layers.append((f"pool{i // 2}", MaxPool2d(2, 2)))
+                H, W = conv_output_size(H, 2, 2, 0), conv_output_size(W, 2, 2, 0)
+            if min(H, W) < 1:
+                raise ValueError(f"DeepConvNet: input {input_dim} is too small for conv{i}")
+        drops = rng.spawn(2)  # the masks' own streams, after the weights
+        fc2_std = init_std(init, hidden_size) * (1 - dropout_ratio) ** 2  # the book's W8 (Notes)
+        layers += [("flatten", Flatten()),
+                   ("fc1", Linear(C * H * W, hidden_size, init=init, rng=rng, dtype=dtype)),
+                   *self._norm_layer(7, hidden_size, batch_norm),
+                   ("relu7", ReLU()), ("dropout1", Dropout(dropout_ratio, drops[0])),
+                   ("fc2", Linear(hidden_size, output_size, init=fc2_std, rng=rng, dtype=dtype)),
+                   ("dropout2", Dropout(dropout_ratio, drops[1]))]  # fmt: skip
+        for name, layer in layers:
+            setattr(self, name, layer)
+        self.input_dim, self.dropout_ratio = tuple(input_dim), dropout_ratio
+
+    def _norm_layer(self, i: int, features: int, batch_norm: bool) -> list[tuple[str, Module]]:
+        """HOOK for ``batch_norm=True``: ``[(f"norm{i}", BatchNorm2d(features))]`` after conv i
+        (i <= 6) or ``BatchNorm1d`` after fc1 (i == 7); nothing without batch norm."""
+        if not batch_norm:
+            return []
+        raise NotImplementedError("DeepConvNet: batch_norm=True is not available yet")
+
+    def forward(self, x: Any) -> Tensor:
+        """Logits (N, output_size); Dropout follows the module's mode (``train()``/``eval()``)."""
+        if not isinstance(x, Tensor):
+            x = Tensor(np.asarray(x).astype(self.conv1.weight.dtype, copy=False))
+        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_dim:
+            raise ValueError(f"DeepConvNet: images must be (N, *{self.input_dim}), got {x.shape}")
+        for layer in self._modules.values():
+            x = layer(x)
+        return x
+
+    def predict(self, x: Any, train_flg: bool = False) -> Tensor:
+        """Logits (N, output_size) for images (N, C, H, W); dropout only if ``train_flg``."""
+        with _mode(self, train_flg):
+            return self(x)
+
+    def loss(self, x: Any, t: Any) -> Tensor:
+        """Mean softmax cross-entropy; ``t`` labels (N,) or one-hot (N, K). Dropout is on in
+        training mode, the default (the book's ``loss`` uses ``train_flg=True``); ``eval()``
+        turns it off."""
+        t = t if isinstance(t, Tensor) else Tensor(np.asarray(t))
+        return F.softmax_cross_entropy(self(x), t)
+
+    def book_params(self) -> dict[str, np.ndarray]:
+        k = 1 - self.dropout_ratio
+        params = super().book_params()
+        params["W8"] /= k * k  # undo the dropout scaling (see Notes)
+        params["b8"] /= k
+        return params
+
+    def _from_book(self, book: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        k, state = 1 - self.dropout_ratio, super()._from_book(book)
+        state["fc2.weight"] = state["fc2.weight"] * (k * k)
+        state["fc2.bias"] = state["fc2.bias"] * k
+        return state

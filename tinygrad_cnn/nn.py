@@ -57,6 +57,7 @@ class Module:
         object.__setattr__(self, "_scope_name", type(self).__name__)
         object.__setattr__(self, "_forward_hooks", ())
         object.__setattr__(self, "_containers", {})  # dict/list/tuple attributes, by name
+        object.__setattr__(self, "_buffers", {})  # saved, not trained: BatchNorm's running stats
 
     def __setattr__(self, key: str, value: Any) -> None:
         if "_params" not in self.__dict__:
@@ -69,6 +70,9 @@ class Module:
             value._scope_name = key
             for name, p in value.named_parameters():
                 p.name = f"{key}.{name}"
+        elif key in self._buffers:
+            self._check_buffer(key, value)
+            self._buffers[key] = value
         elif isinstance(value, dict | list | tuple):
             self._containers[key] = value
             object.__setattr__(self, key, value)
@@ -127,35 +131,72 @@ class Module:
         for name, m in self._modules.items():
             yield from m.named_modules(prefix + name + ".")
 
+    # ---------------------------------------------------------------- buffers
+    def register_buffer(self, name: str, array: np.ndarray) -> None:
+        """Keep ``array`` as ``self.<name>``: state that is saved with the parameters
+        (``state_dict``, params files, checkpoints) but not trained, such as BatchNorm's
+        running statistics. The module updates it in place; assigning a new array of the
+        attribute later replaces it.
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"register_buffer: name must be an identifier, got {name!r}")
+        if name in self._params or name in self._modules or name in self._containers:
+            raise ValueError(f"register_buffer: {type(self).__name__}.{name} already exists")
+        self._check_buffer(name, array)
+        self._buffers[name] = array
+        object.__setattr__(self, name, array)
+
+    def _check_buffer(self, name: str, array: Any) -> None:
+        if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{type(self).__name__}: buffer {name!r} must be a real numeric ndarray, "
+                f"got {type(array).__name__}"
+            )
+
+    def named_buffers(self, prefix: str = "") -> Iterator[tuple[str, np.ndarray]]:
+        """(dotted name, array) pairs of every buffer, e.g. ``("bn1.running_mean", ...)``."""
+        for path, m in self.named_modules():
+            for name, array in m._buffers.items():
+                yield prefix + (f"{path}.{name}" if path else name), array
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        """The live arrays ``state_dict`` copies (parameters, then buffers), by dotted name;
+        for checking a state's names and shapes before loading it."""
+        arrays = {name: p.numpy() for name, p in self.named_parameters()}
+        arrays.update(self.named_buffers())
+        return arrays
+
     def zero_grad(self) -> None:
         """Drop every parameter's gradient (``backward`` accumulates into ``.grad``)."""
         for p in self.parameters():
             p.grad = None
 
     def train(self, mode: bool = True) -> Module:
-        """Set training mode (Dropout active) on this module and all sub-modules."""
+        """Set training mode (Dropout active, BatchNorm on batch statistics) on this module
+        and all sub-modules."""
         for _, m in self.named_modules():
             object.__setattr__(m, "training", mode)
         return self
 
     def eval(self) -> Module:
-        """Set evaluation mode (Dropout off)."""
+        """Set evaluation mode (Dropout off, BatchNorm on its running statistics)."""
         return self.train(False)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of every parameter's array, by dotted name."""
-        return {name: p.data.copy() for name, p in self.named_parameters()}
+        """Copies of every parameter's and buffer's array, by dotted name."""
+        return {name: a.copy() for name, a in self.state_arrays().items()}
 
     def load_state_dict(self, state: dict[str, np.ndarray], strict: bool = True) -> None:
-        """Copy arrays into the parameters in place (cast to each parameter's dtype).
+        """Copy arrays into the parameters and buffers in place (cast to each one's dtype).
 
         A missing, extra (when ``strict``) or mis-shaped entry raises ``ValueError`` naming it;
         nothing is changed unless every entry fits.
         """
         params = dict(self.named_parameters())
-        checked = check_state_dict({n: p.numpy() for n, p in params.items()}, state, strict)
-        for name, array in checked.items():
-            np.copyto(params[name].data, array)
+        targets = self.state_arrays()
+        checked = check_state_dict(targets, state, strict)
+        for name, array in checked.items():  # a parameter through .data: counts the write
+            np.copyto(params[name].data if name in params else targets[name], array)
 
     # ---------------------------------------------------------------- calling
     def forward(self, *args: Any) -> Tensor:
@@ -393,4 +434,5 @@ def __getattr__(name: str) -> Any:
 
 
 _LAYERS = ("ConvTranspose2d", "Embedding", "LeakyReLU", "GELU", "Tanh", "MSELoss",
-           "BCEWithLogitsLoss", "CrossEntropyLoss", "Identity")  # fmt: skip
+           "BCEWithLogitsLoss", "CrossEntropyLoss", "Identity", "BatchNorm1d",
+           "BatchNorm2d")  # fmt: skip

@@ -278,7 +278,8 @@ class Trainer:
         shape, dtype = info["meta"]
         if shape != () or dtype.kind != "U" or dtype.itemsize > 4 * _MAX_META_CHARS:
             raise ValueError(f"{path}: damaged checkpoint metadata ('meta' is {shape} {dtype})")
-        want = {f"param/{k}": p.shape for k, p in self.network.named_parameters()}
+        net_params = self.network.state_arrays()  # parameters and buffers
+        want = {f"param/{k}": a.shape for k, a in net_params.items()}
         want.update((f"optim/{k}", np.shape(v)) for k, v in self.optimizer.state_dict().items())
         want["meta"] = ()
         if set(info) != set(want) or any(info[k][0] != s for k, s in want.items()):
@@ -297,7 +298,6 @@ class Trainer:
             )
         arrays = load_npz(path, expected=want)
         epoch, hist, batches = _parse_meta(path, str(arrays["meta"]), self.config)
-        net_params = {k: p.data for k, p in self.network.named_parameters()}
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
         optim = {k[6:]: _scalar(v) for k, v in arrays.items() if k.startswith("optim/")}
         params = check_state_dict(net_params, params, who=f"load_checkpoint({path})")

@@ -8,6 +8,7 @@ from . import (  # noqa: F401
     join,
     linalg,
     loss,
+    norm,
     pool,
     select,
     shape,
