@@ -11,7 +11,7 @@ from oracles import conv2d_naive
 
 from tinygrad_cnn.cli import main
 from tinygrad_cnn.models import DeepConvNet
-from tinygrad_cnn.optim import get_optimizer
+from tinygrad_cnn.optim import Adam, get_optimizer
 from tinygrad_cnn.picklesafe import load_book_pickle
 from tinygrad_cnn.tensor import Tensor
 from tinygrad_cnn.testing import check_vjp, module_gradcheck
@@ -243,8 +243,8 @@ def test_bad_files_and_inputs_are_refused_with_clear_errors(tmp_path):
         DeepConvNet((1, 1, 1))
     with pytest.raises(ValueError, match="conv_param_2 has unknown keys"):
         DeepConvNet(conv_param_2={"filters": 8})
-    with pytest.raises(NotImplementedError, match="batch_norm"):  # the hook, until BatchNorm
-        DeepConvNet(batch_norm=True)
+    with pytest.raises(ValueError, match="book_params: this DeepConvNet has 30 parameters"):
+        DeepConvNet(batch_norm=True).book_params()  # the book's network has no batch norm
 
 
 def test_cli_trains_evaluates_draws_and_audits_deepconvnet(tmp_path, capsys):
@@ -269,3 +269,29 @@ def test_cli_trains_evaluates_draws_and_audits_deepconvnet(tmp_path, capsys):
     assert main(["audit", "--model", "deepconvnet", "--params", str(params)]) == 0
     text = capsys.readouterr().out
     assert "gradient audit of DeepConvNet" in text and "0 failed" in text
+
+
+def test_the_batch_norm_variant_trains_and_keeps_its_statistics(tmp_path):
+    net = DeepConvNet(batch_norm=True, seed=0)
+    names = [n for n, _ in net.named_modules() if n.startswith("norm")]
+    assert names == [f"norm{i}" for i in range(1, 8)]
+    assert {k for k in net.state_dict() if "running" in k} == {
+        f"norm{i}.running_{s}" for i in range(1, 8) for s in ("mean", "var")
+    }
+    x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+    t = np.arange(8) % 10
+    opt = Adam(net.parameters(), lr=1e-3)
+    net.eval()  # dropout off, so the loss is a function of the parameters alone
+    net.norm1.train()  # batch statistics in norm1 (the others use their running ones)
+    before = net.loss(x, t).item()
+    for _ in range(5):
+        opt.zero_grad()
+        net.loss(x, t).backward()
+        opt.step()
+    assert net.loss(x, t).item() < before
+    assert not np.allclose(net.norm1.running_mean, 0)  # updated while training
+    net.save_params(tmp_path / "bn.npz")
+    again = DeepConvNet(batch_norm=True, seed=1)
+    again.load_params(tmp_path / "bn.npz")
+    for (k, a), b in zip(net.state_dict().items(), again.state_dict().values(), strict=True):
+        np.testing.assert_array_equal(a, b, err_msg=k)

@@ -111,11 +111,22 @@ class BookNetwork(Module):
     def book_params(self) -> dict[str, np.ndarray]:
         """The parameters under the book's names and layouts, as copies (the book's
         ``network.params``; copy them into its arrays to use our trained weights)."""
+        self._check_book_layout("book_params")
         pairs = zip(self.BOOK_KEYS, self.named_parameters(), strict=True)
         return {k: p.numpy().copy() for k, (_, p) in pairs}
 
+    def _check_book_layout(self, who: str) -> None:
+        n = len(list(self.named_parameters()))
+        if n != len(self.BOOK_KEYS):
+            raise ValueError(
+                f"{who}: this {type(self).__name__} has {n} parameters, the book's has "
+                f"{len(self.BOOK_KEYS)} ({', '.join(self.BOOK_KEYS)}): it has layers the book's "
+                "does not (batch_norm=True?), so use our .npz files"
+            )
+
     def _from_book(self, book: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The book's arrays (keys already checked) by our parameter names."""
+        self._check_book_layout("load_params")
         names = [name for name, _ in self.named_parameters()]
         return {name: book[key] for name, key in zip(names, self.BOOK_KEYS, strict=True)}
 
@@ -252,7 +263,9 @@ class DeepConvNet(BookNetwork):
         'he' (the book's ``weight_init_scales``, sqrt(2 / fan-in) per layer), 'xavier' or a std.
     dropout_ratio : float
     batch_norm : bool
-        The batch-normalised variant (see ``_norm_layer``); not available yet.
+        Batch normalisation after every convolution and after fc1 (before the ReLUs); its
+        parameters and running statistics are ``norm1`` ... ``norm7``. The book's pickle has no
+        such layers, so this variant reads and writes only our ``.npz`` files.
     seed : int or Generator, optional
         Makes the initial weights and the dropout masks reproducible.
 
@@ -295,7 +308,7 @@ class DeepConvNet(BookNetwork):
             fn, fs, pad, stride = {**book, **(mine or {})}.values()
             layers.append((f"conv{i}", Conv2d(C, fn, fs, stride, pad, init=init, rng=rng,
                                               dtype=dtype)))  # fmt: skip
-            layers += self._norm_layer(i, fn, batch_norm)
+            layers += self._norm_layer(i, fn, batch_norm, dtype)
             layers.append((f"relu{i}", ReLU()))
             H, W, C = conv_output_size(H, fs, stride, pad), conv_output_size(W, fs, stride, pad), fn
             if i % 2 == 0:
@@ -307,7 +320,7 @@ class DeepConvNet(BookNetwork):
         fc2_std = init_std(init, hidden_size) * (1 - dropout_ratio) ** 2  # the book's W8 (Notes)
         layers += [("flatten", Flatten()),
                    ("fc1", Linear(C * H * W, hidden_size, init=init, rng=rng, dtype=dtype)),
-                   *self._norm_layer(7, hidden_size, batch_norm),
+                   *self._norm_layer(7, hidden_size, batch_norm, dtype),
                    ("relu7", ReLU()), ("dropout1", Dropout(dropout_ratio, drops[0])),
                    ("fc2", Linear(hidden_size, output_size, init=fc2_std, rng=rng, dtype=dtype)),
                    ("dropout2", Dropout(dropout_ratio, drops[1]))]  # fmt: skip
@@ -315,12 +328,17 @@ class DeepConvNet(BookNetwork):
             setattr(self, name, layer)
         self.input_dim, self.dropout_ratio = tuple(input_dim), dropout_ratio
 
-    def _norm_layer(self, i: int, features: int, batch_norm: bool) -> list[tuple[str, Module]]:
-        """HOOK for ``batch_norm=True``: ``[(f"norm{i}", BatchNorm2d(features))]`` after conv i
-        (i <= 6) or ``BatchNorm1d`` after fc1 (i == 7); nothing without batch norm."""
+    def _norm_layer(
+        self, i: int, features: int, batch_norm: bool, dtype: Any
+    ) -> list[tuple[str, Module]]:
+        """``norm{i}``: batch normalisation after conv i (``BatchNorm2d``, i <= 6) or after fc1
+        (``BatchNorm1d``, i == 7) in the ``batch_norm=True`` variant; nothing otherwise."""
         if not batch_norm:
             return []
-        raise NotImplementedError("DeepConvNet: batch_norm=True is not available yet")
+        from .layers import BatchNorm1d, BatchNorm2d
+
+        norm = BatchNorm1d if i == 7 else BatchNorm2d
+        return [(f"norm{i}", norm(features, dtype=dtype))]
 
     def forward(self, x: Any) -> Tensor:
         """Logits (N, output_size); Dropout follows the module's mode (``train()``/``eval()``)."""
