@@ -102,3 +102,27 @@ def test_loading_something_that_is_not_a_checkpoint_fails_clearly(small_data, tm
     trainer.network.save_params(tmp_path / "params.npz")
     with pytest.raises(ValueError, match="not a tinygrad_cnn checkpoint"):
         trainer.load_checkpoint(tmp_path / "params.npz")
+
+
+def test_a_resumed_run_with_dropout_draws_the_masks_of_an_uninterrupted_one(tmp_path):
+    import tinygrad_cnn.functional as F
+    from tinygrad_cnn.nn import Dropout, Flatten, Linear, ReLU, Sequential
+
+    (x, t), (xt, tt) = load_mnist_mini()
+    data = x[:200].reshape(200, -1), t[:200], xt[:50].reshape(50, -1), tt[:50]
+
+    def trainer(epochs, seed=0, **kw):
+        net = Sequential(Flatten(), Linear(784, 32, rng=seed), ReLU(), Dropout(0.5, rng=seed),
+                         Linear(32, 10, rng=seed + 1))  # fmt: skip
+        net.loss = lambda x, t: F.softmax_cross_entropy(net(x), t)
+        return Trainer(net, *data, epochs=epochs, verbose=False, seed=0, mini_batch_size=50, **kw)
+
+    full = trainer(2)
+    full.train()
+    ckpt = tmp_path / "ckpt.npz"
+    trainer(1, checkpoint=ckpt).train()
+    resumed = trainer(2, seed=5)  # another process: other weights and another mask stream
+    resumed.load_checkpoint(ckpt)
+    resumed.train()
+    for pa, pb in zip(params(full), params(resumed), strict=True):
+        np.testing.assert_array_equal(pa, pb)

@@ -253,6 +253,8 @@ class Trainer:
             "batches": self.batches.state_dict(),
             "config": self.config,
             "seed": self.seed,
+            # dropout masks: a resumed run draws the ones the uninterrupted run would have
+            "rngs": {k: g.bit_generator.state for k, g in _module_rngs(self.network).items()},
         }
         arrays["meta"] = np.array(json.dumps(meta))
         save_npz(path, arrays)
@@ -301,6 +303,7 @@ class Trainer:
         params = {k[6:]: v for k, v in arrays.items() if k.startswith("param/")}
         optim = {k[6:]: _scalar(v) for k, v in arrays.items() if k.startswith("optim/")}
         params = check_state_dict(net_params, params, who=f"load_checkpoint({path})")
+        rng_states = _parse_rngs(path, str(arrays["meta"]), _module_rngs(self.network))
         saved_optim, saved_batches = self.optimizer.state_dict(), self.batches.state_dict()
         try:  # each validates before it changes anything; undo the first if the second fails
             self.optimizer.load_state_dict(optim)
@@ -313,10 +316,45 @@ class Trainer:
                 f"optimizer (resume with the same options it was trained with): {e}"
             ) from None
         self.network.load_state_dict(params)  # checked above: cannot fail
+        for name, state in rng_states.items():  # checked above: cannot fail
+            _module_rngs(self.network)[name].bit_generator.state = state
         self.epoch = epoch
         self.train_loss_list, self.train_acc_list = hist["train_loss"], hist["train_acc"]
         self.test_acc_list, self.epoch_seconds = hist["test_acc"], hist["epoch_seconds"]
         self.monitor_records[:] = hist.get("monitor", [])  # in place: the monitor's own list
+
+
+def _module_rngs(network: Module) -> dict[str, np.random.Generator]:
+    """The random generators of a network's modules (Dropout's masks), by module name."""
+    return {
+        name: m.rng
+        for name, m in network.named_modules()
+        if isinstance(getattr(m, "rng", None), np.random.Generator)
+    }
+
+
+def _parse_rngs(
+    path: str | Path, text: str, rngs: dict[str, np.random.Generator]
+) -> dict[str, dict]:
+    """The saved generator states of ``rngs``' modules, each checked on a scratch generator.
+    Checkpoints of earlier versions hold none: the generators are then left as they are."""
+    saved = json.loads(text).get("rngs")
+    if saved is None:
+        return {}
+    if not isinstance(saved, dict) or set(saved) != set(rngs):
+        raise ValueError(
+            f"{path}: damaged checkpoint metadata ('rngs' must hold the generator state of "
+            f"the modules {sorted(rngs)})"
+        )
+    for name, state in saved.items():
+        scratch = np.random.Generator(type(rngs[name].bit_generator)())
+        try:
+            scratch.bit_generator.state = state
+        except (TypeError, ValueError, KeyError) as e:
+            raise ValueError(
+                f"{path}: damaged checkpoint metadata (generator state of {name!r}: {e})"
+            ) from None
+    return saved
 
 
 def _parse_meta(path: str | Path, text: str, config: dict[str, Any]) -> tuple[int, dict, dict]:
