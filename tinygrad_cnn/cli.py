@@ -1,4 +1,4 @@
-"""The command line: ``tinygrad-cnn train|evaluate|graph|audit|check`` (or ``python -m ...``)."""
+"""The command line: ``tinygrad-cnn train|evaluate|plot|graph|audit|check`` (``python -m ...``)."""
 
 from __future__ import annotations
 
@@ -179,6 +179,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         + "".join(f"; {note}" for note in notes),
         flush=True,
     )
+    probe, filters_before, acts_first = _before_training(net, x_test)
     history = trainer.train()
     out.mkdir(parents=True, exist_ok=True)
     net.save_params(out / "params.npz")
@@ -190,6 +191,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     written += _plot_accuracy(history, out / "accuracy.png")
     if history.get("monitor"):
         written += _plot_monitor(history, out / "monitor.png")
+    written += _plot_pictures(net, filters_before, acts_first, probe, x_test, t_test, out)
     n = settings["batch_size"]
     written += _graph(net, x_train[:n], t_train[:n], out)
     seconds = sum(history["epoch_seconds"])
@@ -224,6 +226,59 @@ def _plot_accuracy(history: dict, path: Path) -> list[str]:
         fig.savefig(f, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
     return [path.name]
+
+
+def _before_training(net, x_test: np.ndarray):
+    """What the pictures compare with: (probe images, first filters, activations) at the
+    weights training starts from (None when matplotlib is missing)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return None, None, None
+    from .plots import collect_activations
+
+    probe = x_test[:500]
+    return probe, net.conv1.weight.numpy().copy(), collect_activations(net, probe)
+
+
+def _plot_pictures(net, filters_before, acts_first, probe, x_test, t_test, out: Path) -> list[str]:
+    """filters.png, mistakes.png, confusion.png, activations.png (the book's figures)."""
+    if probe is None:
+        print("note: matplotlib is not installed, so the pictures were not drawn", file=sys.stderr)
+        return []
+    from . import plots
+
+    plots.plot_filters(filters_before, net.conv1.weight.numpy(), out / "filters.png")
+    plots.plot_mistakes(net, x_test, t_test, out / "mistakes.png")
+    plots.plot_confusion(net, x_test, t_test, out / "confusion.png")
+    labels = ("before training", "after training")
+    acts_last = plots.collect_activations(net, probe)
+    plots.plot_activations(acts_first, acts_last, out / "activations.png", labels=labels)
+    return ["filters.png", "mistakes.png", "confusion.png", "activations.png"]
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from . import plots
+
+    params = Path(args.params)
+    _check_file("--params", params)
+    _, (x_test, t_test) = _load(args.dataset, args.data_dir)
+    fresh, net = _network(args.model), _network(args.model)
+    net.load_params(params)
+    out = Path(args.out or f"{args.what}.png")
+    if args.what == "filters":
+        plots.plot_filters(fresh.conv1.weight.numpy(), net.conv1.weight.numpy(), out)
+    elif args.what == "mistakes":
+        plots.plot_mistakes(net, x_test, t_test, out)
+    elif args.what == "confusion":
+        plots.plot_confusion(net, x_test, t_test, out)
+    else:
+        probe = x_test[:500]
+        plots.plot_activations(plots.collect_activations(fresh, probe),
+                               plots.collect_activations(net, probe), out,
+                               labels=("initial weights", "trained"))  # fmt: skip
+    print(f"wrote {out}")
+    return 0
 
 
 def _plot_monitor(history: dict, path: Path) -> list[str]:
@@ -559,6 +614,16 @@ def build_parser() -> argparse.ArgumentParser:
         "ratios, activation statistics and dead ReLUs into history.json and monitor.png",
     )  # fmt: skip
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("plot", help="draw filters, mistakes, confusion or activations as a PNG")
+    p.add_argument("what", choices=["filters", "mistakes", "confusion", "activations"])
+    p.add_argument("--params", type=_path, required=True,
+                   help="params.npz (or the book's params.pkl)")  # fmt: skip
+    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
+    p.add_argument("--dataset", choices=["mini", "mnist"], default="mini")
+    p.add_argument("--data-dir", type=_path)
+    p.add_argument("--out", type=_path, help="the PNG to write (default WHAT.png)")
+    p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("evaluate", help="test accuracy and confusion matrix of saved params")
     p.add_argument(
