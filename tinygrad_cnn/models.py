@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 
 from . import functional as F
+from .layers import BatchNorm1d, BatchNorm2d
 from .nn import (
     Conv2d,
     Dropout,
@@ -335,8 +336,6 @@ class DeepConvNet(BookNetwork):
         (``BatchNorm1d``, i == 7) in the ``batch_norm=True`` variant; nothing otherwise."""
         if not batch_norm:
             return []
-        from .layers import BatchNorm1d, BatchNorm2d
-
         norm = BatchNorm1d if i == 7 else BatchNorm2d
         return [(f"norm{i}", norm(features, dtype=dtype))]
 
