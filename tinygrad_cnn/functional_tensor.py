@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from .functional import (  # noqa: A004
+from .functional_core import (  # noqa: A004
     Axis,
     Tensor,
     TensorLike,
