@@ -1,10 +1,13 @@
-"""The book's recipe on the full MNIST: prints per-epoch accuracy, final accuracy and wall time.
+"""The book's recipes on the full MNIST: per-epoch accuracy, final accuracy, time per epoch.
 
     python benchmarks/train_mnist.py [--data-dir ../shared/data/mnist] [--epochs 20] [--seeds 0 1 2]
+    python benchmarks/train_mnist.py --model deepconvnet --seeds 0 1 2
 
-SimpleConvNet (30 filters 5x5, hidden 100), Adam lr 0.001, batch 100, weight std 0.01,
-evaluation on the full training and test sets after every epoch. The book reports about
-98.9 % test accuracy; the target here is >= 98.8 %.
+SimpleConvNet (ch. 7: 30 filters 5x5, hidden 100, weight std 0.01): evaluation on the full
+training and test sets after every epoch; the book reports about 98.9 % test accuracy, the
+target here is >= 98.8 %. DeepConvNet (ch. 8: six 3x3 convs, He init, dropout 0.5):
+evaluation on the full test set and the first 10,000 training images after every epoch; the
+book reports about 99.4 %, the target here is >= 99.3 %. Both: Adam lr 0.001, batch 100.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from tinygrad_cnn.data import load_mnist
 from tinygrad_cnn.io import atomic_write
-from tinygrad_cnn.nn import SimpleConvNet
+from tinygrad_cnn.models import DeepConvNet, SimpleConvNet
 from tinygrad_cnn.train import Trainer
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
@@ -29,25 +32,35 @@ DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist"
 def run(args: argparse.Namespace, seed: int, data: tuple) -> dict:
     """One run of the recipe from ``seed`` (weights and batch order); prints its figures."""
     (x_train, t_train), (x_test, t_test) = data
-    net = SimpleConvNet(weight_init_std=0.01, seed=seed)
+    deep = args.model == "deepconvnet"
+    net = DeepConvNet(seed=seed) if deep else SimpleConvNet(weight_init_std=0.01, seed=seed)
+    target = 0.993 if deep else 0.988
     trainer = Trainer(
         net, x_train, t_train, x_test, t_test, epochs=args.epochs, mini_batch_size=100,
         optimizer="Adam", optimizer_param={"lr": 0.001}, seed=seed, progress=False,
+        evaluate_sample_num_per_epoch=10_000 if deep else None,
     )  # fmt: skip
     t0 = time.perf_counter()
     history = trainer.train()
     wall = time.perf_counter() - t0
     final = history["test_acc"][-1]
-    print(f"\nseed {seed}: training + per-epoch evaluation {wall:.1f} s ({wall / 60:.2f} min) "
-          f"for {args.epochs} epochs")  # fmt: skip
+    per_epoch = np.median(trainer.epoch_seconds)
+    print(
+        f"\n{args.model} seed {seed}: training + per-epoch evaluation {wall:.1f} s "
+        f"({wall / 60:.2f} min), {args.epochs} epochs, {per_epoch:.1f} s/epoch (median)"
+    )
     print("test accuracy per epoch:", " ".join(f"{a:.4f}" for a in history["test_acc"]))
-    print(f"final test accuracy {final:.4f} ({'meets' if final >= 0.988 else 'MISSES'} >= 0.988)")
-    return {"seed": seed, "wall_s": wall, **history}
+    verdict = "meets" if final >= target else "MISSES"
+    print(f"final test accuracy {final:.4f} ({verdict} >= {target})", flush=True)
+    return {"model": args.model, "seed": seed, "wall_s": wall, "s_per_epoch": per_epoch, **history}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(DEFAULT_DATA))
+    parser.add_argument(
+        "--model", choices=["simpleconvnet", "deepconvnet"], default="simpleconvnet"
+    )
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0], help="one run per seed")
     parser.add_argument("--json", help="also write the results to this file")
@@ -57,14 +70,16 @@ def main() -> int:
     data = load_mnist(root=args.data_dir, download=False)
     print(f"data loaded in {time.perf_counter() - t0:.1f} s; numpy {np.__version__}, "
           f"python {platform.python_version()}, {platform.machine()}")  # fmt: skip
-    runs = [run(args, seed, data) for seed in args.seeds]
+    runs = []
+    for seed in args.seeds:
+        runs.append(run(args, seed, data))
+        if args.json:  # after every seed: a long run that dies keeps what it finished
+            with atomic_write(args.json, "w") as f:
+                json.dump(runs, f, indent=1)
     if len(runs) > 1:
         finals = np.array([r["test_acc"][-1] for r in runs])
         print(f"\nfinal test accuracy over seeds {args.seeds}: mean {finals.mean():.4f}, "
               f"min {finals.min():.4f}, max {finals.max():.4f}")  # fmt: skip
-    if args.json:
-        with atomic_write(args.json, "w") as f:
-            json.dump(runs, f, indent=1)
     return 0
 
 

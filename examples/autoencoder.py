@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-import tinygrad_cnn
 import tinygrad_cnn.functional as F
 from tinygrad_cnn import nn, no_grad
 from tinygrad_cnn.data import load_mnist_mini
@@ -87,15 +86,14 @@ def main() -> None:
     rng = np.random.default_rng(0)
     before = test_loss(net, x_test)
     start = time.perf_counter()
-    with tinygrad_cnn.threads():
-        for step in range(1, args.steps + 1):
-            batch = x_train[rng.integers(0, len(x_train), 64)]
-            opt.zero_grad()
-            loss = F.mse_loss(net(batch), batch)
-            loss.backward()
-            opt.step()
-            if step % 250 == 0:
-                print(f"step {step}: batch loss {loss.item():.4f}")
+    for step in range(1, args.steps + 1):
+        batch = x_train[rng.integers(0, len(x_train), 64)]
+        opt.zero_grad()
+        loss = F.mse_loss(net(batch), batch)
+        loss.backward()
+        opt.step()
+        if step % 250 == 0:
+            print(f"step {step}: batch loss {loss.item():.4f}")
     seconds = time.perf_counter() - start
     after = test_loss(net, x_test)
     print(f"test reconstruction MSE: {before:.4f} -> {after:.4f} after {args.steps} steps "

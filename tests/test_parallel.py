@@ -1,14 +1,14 @@
 """tinygrad_cnn.parallel: the thread split must never change a result beyond rounding.
 
-Every op that splits its work is run twice on the same inputs, on one thread and inside
-``threads(2)`` with the size thresholds lowered so that even small arrays are split, and
-the outputs and gradients are compared. The engine-level properties (gradcheck) are
-checked under threads too.
+Every op that splits its work is run twice on the same inputs, inside ``threads(1)`` and
+inside ``threads(2)`` with the size thresholds lowered so that even small arrays are split,
+and the outputs and gradients are compared. The engine-level properties (gradcheck) are
+checked under threads too. The split is on by default (no block needed), and the user's
+BLAS thread count is left as they set it outside our GEMMs.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -40,7 +40,8 @@ def two_threads() -> parallel.threads:
 
 def run_both(fn: Callable[[], list[np.ndarray]]) -> tuple[list[np.ndarray], list[np.ndarray]]:
     """``fn()`` on one thread, then inside ``threads(2)``; checks that two were used."""
-    serial = [a.copy() for a in fn()]
+    with parallel.threads(1):
+        serial = [a.copy() for a in fn()]
     with parallel.threads(2) as n:
         if n != 2:
             pytest.skip("threadpoolctl found no BLAS library to pin to one thread")
@@ -79,7 +80,8 @@ def test_run_returns_results_in_order(split_everything: None) -> None:
     with two_threads():
         assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 5), (5, 10)]
         assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10, grain=6) == [(0, 10)]
-    assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 10)]  # outside
+    with parallel.threads(1):
+        assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 10)]
 
 
 def test_more_ranges_than_threads_are_all_taken_in_order(split_everything: None) -> None:
@@ -135,64 +137,121 @@ def test_a_result_nobody_collected_is_not_taken_for_the_next(split_everything) -
         assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 5), (5, 10)]
 
 
-def test_only_the_thread_that_entered_threads_splits(split_everything) -> None:
-    import threading
-
-    seen: list[list[tuple[int, int]]] = []
-    with two_threads():
-        other = threading.Thread(
-            target=lambda: seen.append(parallel.run(lambda lo, hi: (lo, hi), 10, work=10))
-        )
-        other.start()
-        other.join()
-    assert seen == [[(0, 10)]]
-
-
-def test_threads_sets_and_restores_blas() -> None:
+def blas_threads() -> list[int]:
     from threadpoolctl import threadpool_info
 
-    def blas_threads() -> list[int]:
-        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
 
+
+@pytest.fixture
+def two_blas_threads() -> Iterator[None]:
+    """The user's BLAS on two threads (as on a 2-core machine by default)."""
+    from threadpoolctl import threadpool_limits
+
+    if parallel._find_blas() is None:
+        pytest.skip("threadpoolctl found no BLAS library")
+    with threadpool_limits(2, user_api="blas"):
+        yield
+
+
+def test_the_ops_split_without_asking(split_everything, two_blas_threads) -> None:
+    assert parallel.num_threads() == 2
+    assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 5), (5, 10)]
+
+
+def test_the_users_blas_count_decides_the_split(split_everything, two_blas_threads) -> None:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):  # the user's one-thread setting holds for us
+        assert parallel.num_threads() == 1
+        assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10) == [(0, 10)]
+
+
+def test_a_gemm_pins_blas_to_one_thread_and_gives_it_back(two_blas_threads) -> None:
+    seen = parallel.run(lambda lo, hi: blas_threads(), 1, work=1, gemm=True)
+    assert set(seen[0]) == {1}
+    assert set(blas_threads()) == {2}  # the user's count, back right after
+    with pytest.raises(ZeroDivisionError):  # and back after an error too
+        parallel.run(lambda lo, hi: 1 / 0, 1, work=1, gemm=True)
+    assert set(blas_threads()) == {2} and parallel._pins == 0
+
+
+def test_training_leaves_the_users_blas_threads_as_set() -> None:
+    from threadpoolctl import threadpool_limits
+
+    if parallel._find_blas() is None:
+        pytest.skip("threadpoolctl found no BLAS library")
     before = blas_threads()
-    assert parallel.num_threads() == 1
-    with parallel.threads(2) as n:
-        assert parallel.num_threads() == n
-        if n == 2:
-            assert set(blas_threads()) == {1}
-        with parallel.threads(3) as inner:  # nested: the outer setting holds
-            assert inner == n
-    assert parallel.num_threads() == 1
+    with threadpool_limits(3, user_api="blas"):
+        net = SimpleConvNet(seed=0)
+        opt = get_optimizer("Adam", net.parameters(), lr=0.001)
+        x = np.random.default_rng(0).random((8, 1, 28, 28), dtype=np.float32)
+        net.loss(x, np.arange(8) % 10).backward()
+        opt.step()
+        assert set(blas_threads()) == {3}
+        a = np.ones((300, 300))
+        assert (a @ a)[0, 0] == 300.0  # the user's own GEMM runs with their setting
+        assert set(blas_threads()) == {3}
     assert blas_threads() == before
 
 
-def test_two_threads_entering_at_once_leave_blas_as_it_was() -> None:
+def test_while_the_pool_is_busy_another_thread_runs_whole(split_everything, two_blas_threads):
     import threading
 
-    from threadpoolctl import threadpool_info
+    inside, release, seen = threading.Event(), threading.Event(), []
 
-    def blas_threads() -> list[int]:
-        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+    def slow(lo: int, hi: int) -> tuple[int, int]:
+        inside.set()
+        release.wait(10)
+        return lo, hi
 
-    before, barrier, seen = blas_threads(), threading.Barrier(2), []
+    first = threading.Thread(target=lambda: seen.append(parallel.run(slow, 10, work=10)))
+    first.start()
+    assert inside.wait(10)
+    other = parallel.run(lambda lo, hi: (lo, hi), 10, work=10)  # the pool is taken
+    release.set()
+    first.join(10)
+    assert other == [(0, 10)] and seen == [[(0, 5), (5, 10)]]
 
-    def user(hold: float) -> None:
-        barrier.wait()
-        with parallel.threads(2) as n:
-            seen.append(n)
-            x = np.arange(300_000, dtype=np.float64)
-            parallel.elementwise(lambda a: np.multiply(a, 2, out=a), x)  # ops keep working
-            assert x[-1] == 2 * 299_999
-            time.sleep(hold)
 
-    users = [threading.Thread(target=user, args=(h,)) for h in (0.05, 0.2)]
+def test_threads_is_per_thread_and_leaves_blas_alone(two_blas_threads) -> None:
+    import threading
+
+    with parallel.threads(1) as n:
+        assert n == 1 and parallel.num_threads() == 1
+        assert set(blas_threads()) == {2}
+        other: list[int] = []
+        t = threading.Thread(target=lambda: other.append(parallel.num_threads()))
+        t.start()
+        t.join()
+        assert other == [2]  # another thread keeps the default
+        with parallel.threads(3) as inner:  # nested: the outer setting holds
+            assert inner == 1
+    assert parallel.num_threads() == 2
+
+
+def test_gemms_in_two_threads_at_once_restore_blas_exactly(two_blas_threads) -> None:
+    import threading
+
+    barrier, errors = threading.Barrier(2), []
+
+    def user(seed: int) -> None:
+        try:
+            rng = np.random.default_rng(seed)
+            a, b = rng.standard_normal((200, 64)), rng.standard_normal((64, 50))
+            barrier.wait()
+            for _ in range(200):
+                np.testing.assert_allclose(parallel.matmul(a, b), a @ b, rtol=1e-12)
+        except BaseException as e:  # reported below
+            errors.append(e)
+
+    users = [threading.Thread(target=user, args=(s,)) for s in (0, 1)]
     for u in users:
         u.start()
     for u in users:
-        u.join(timeout=30)
+        u.join(timeout=60)
     assert not any(u.is_alive() for u in users), "deadlock"
-    assert sorted(seen)[0] == 1  # one of them got the block, the other runs on one thread
-    assert blas_threads() == before and parallel.num_threads() == 1
+    assert not errors and parallel._pins == 0 and set(blas_threads()) == {2}
 
 
 def test_a_run_inside_a_run_runs_whole(split_everything: None) -> None:
@@ -222,14 +281,14 @@ def test_threads_1_holds_for_the_blocks_inside_it() -> None:
     with parallel.threads(1):
         with parallel.threads() as inner:  # as Trainer and accuracy enter it
             assert inner == 1 and parallel.num_threads() == 1
-    assert parallel.num_threads() == 1
 
 
 def test_threads_is_restored_after_an_error() -> None:
+    default = parallel.num_threads()
     with pytest.raises(RuntimeError):
-        with parallel.threads(2):
+        with parallel.threads(default + 1):
             raise RuntimeError("boom")
-    assert parallel.num_threads() == 1
+    assert parallel.num_threads() == default
 
 
 @pytest.mark.parametrize("bad", [0, -1, 1.5, "2"])
@@ -243,8 +302,13 @@ def test_one_thread_or_no_threadpoolctl_changes_nothing(monkeypatch: pytest.Monk
     with parallel.threads(1) as n:
         assert n == 1 and parallel.num_threads() == 1
     monkeypatch.setattr(parallel, "_blas_controller", lambda: None)
+    monkeypatch.setattr(parallel, "_blas_known", False)
+    monkeypatch.setattr(parallel, "_blas", None)
+    assert parallel.num_threads() == 1
     with parallel.threads(2) as n:
         assert n == 1 and parallel.num_threads() == 1
+    monkeypatch.setattr(parallel, "MIN_WORK", 0)  # no split, and a gemm run touches no BLAS
+    assert parallel.run(lambda lo, hi: (lo, hi), 10, work=10, gemm=True) == [(0, 10)]
 
 
 def test_flat_needs_one_dense_memory_order() -> None:

@@ -185,7 +185,7 @@ class Optimizer:
     def _update_in_blocks(
         self, w: np.ndarray, g: np.ndarray, st: dict[str, np.ndarray], tmp: np.ndarray, t: int
     ) -> None:
-        """``_update`` on blocks of the flattened arrays, in parallel inside ``threads()``.
+        """``_update`` on blocks of the flattened arrays, in parallel (``parallel.run``).
 
         Blocks of 64K elements keep the five arrays of a block in the core's cache.
         """
@@ -201,7 +201,7 @@ class Optimizer:
     ) -> None:
         """Update ``w`` in place from gradient ``g``; ``tmp`` is scratch, ``t`` is 1-based.
 
-        Must be elementwise (no norms or sums over ``w``): inside ``threads()`` it is called
+        Must be elementwise (no norms or sums over ``w``): split across threads, it is called
         on blocks of the flattened arrays.
         """
         raise NotImplementedError

@@ -1,19 +1,24 @@
-"""Intra-op parallelism: the hot ops split big arrays across threads inside ``threads()``.
+"""Intra-op parallelism: the hot ops split big arrays across threads, by default.
 
 NumPy releases the GIL inside ufunc loops, copies and BLAS calls, so Python threads working
 on different slices of an array run at the same time. Two things make this pay:
 
 - Memory-bound passes (ReLU, pooling, optimizer updates) get faster with a second core, but
   only if that core is free. A multi-threaded OpenBLAS keeps its idle workers spinning for a
-  while after every GEMM, which takes exactly that core. Inside ``threads()`` BLAS is therefore
-  set to one thread, and the ops split their GEMMs into row blocks themselves.
+  while after every GEMM, which takes exactly that core. So while one of our ops runs a GEMM,
+  BLAS is pinned to one thread, and the op splits the GEMM into row blocks itself; BLAS gets
+  the user's thread count back as soon as the op's GEMM is done.
 - Some GEMMs OpenBLAS cannot split well: the conv weight gradient (30 x 57,600 x 26) is long
   only in its inner dimension. Split there, each thread computes a partial sum.
 
-Outside ``threads()`` (the default) every op runs as one NumPy call and BLAS keeps its own
-threads. ``Trainer``, ``evaluate_accuracy`` and the CLI enter ``threads()`` themselves. Enter
-it once around a long piece of work: for a moment after entering, an OpenBLAS worker may
-still be spinning from the multi-threaded GEMMs before it.
+The ops use as many threads as the user's BLAS is set to use (``OPENBLAS_NUM_THREADS=1``
+or ``threadpoolctl.threadpool_limits(1)`` keep everything on one thread); ``threads(n)``
+sets another count for the ops of one thread. NumPy code of the user's own, outside our
+ops, always runs with BLAS as the user set it.
+
+Threads: one pool of worker threads serves the whole process. While one thread's op is
+split across it, an op of another thread runs whole on its own thread (correct, just not
+split). The BLAS pin is counted, so ops of several threads at once restore it exactly.
 """
 
 from __future__ import annotations
@@ -39,20 +44,25 @@ MIN_WORK = 1 << 16
 #: Elements ``elementwise`` gives each pass at a time (fits a core's cache).
 BLOCK = 1 << 17
 
-#: Threads the ops may use right now (1 outside ``threads()``), and the thread that entered
-#: ``threads()``: only its ops split work (other threads, and the workers, run theirs whole).
-_active = 1
-_owner: int | None = None
-_busy = False  # the owner is inside ``run``: a nested ``run`` runs whole
 _workers: list[_Worker] = []
-_lock = threading.Lock()
+_lock = threading.Lock()  # guards _workers and the BLAS pin count
+_pool = threading.Lock()  # held by the thread whose op is split across the workers now
+_local = threading.local()  # .n: this thread's count from ``threads(n)``, else absent/None
+_pins = 0  # ops inside a GEMM now (all threads); BLAS is on one thread while > 0
+_saved: list[int] = []  # the user's BLAS thread counts, kept while _pins > 0
+_blas: _Blas | None = None
+_blas_known = False
 
 
 def _forget_threads_after_fork() -> None:
-    """A forked child has none of the parent's threads: start again from one thread."""
-    global _active, _owner, _busy, _lock
+    """A forked child has none of the parent's threads: start again with an empty pool,
+    and give BLAS back the user's count if the fork came in the middle of a GEMM."""
+    global _lock, _pool, _local, _pins
     _workers.clear()
-    _active, _owner, _busy, _lock = 1, None, False, threading.Lock()
+    _lock, _pool, _local = threading.Lock(), threading.Lock(), threading.local()
+    if _pins and _blas is not None:
+        _blas.set(_saved)
+    _pins = 0
 
 
 if hasattr(os, "register_at_fork"):
@@ -98,9 +108,40 @@ class _Worker:
         return value
 
 
-def num_threads() -> int:
-    """Threads the ops split their work across now: 1 outside ``threads()``."""
-    return _active
+class _Blas:
+    """Get and set the thread counts of the BLAS libraries NumPy loaded.
+
+    OpenBLAS is called directly (a C call, ~0.1 us), not through threadpoolctl's setter,
+    which lets only one Python thread ever change OpenBLAS's count and would take that
+    right away from the user's own ``threadpool_limits``.
+    """
+
+    def __init__(self, controller: Any) -> None:
+        self.getters: list[Callable[[], int]] = []
+        self.setters: list[Callable[[int], Any]] = []
+        for lib in controller.lib_controllers:
+            raw = _openblas_calls(lib) if lib.internal_api == "openblas" else None
+            get, put = raw or (lib.get_num_threads, lib.set_num_threads)
+            self.getters.append(get)
+            self.setters.append(put)
+
+    def get(self) -> list[int]:
+        return [int(get()) for get in self.getters]
+
+    def set(self, counts: int | list[int]) -> None:
+        for i, put in enumerate(self.setters):
+            put(counts if isinstance(counts, int) else counts[i])
+
+
+def _openblas_calls(lib: Any) -> tuple[Callable[[], int], Callable[[int], Any]] | None:
+    """OpenBLAS's own get/set functions, whatever prefix and suffix its build gave them."""
+    for prefix in ("", "scipy_"):
+        for suffix in ("", "64_", "_64"):
+            get = getattr(lib.dynlib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            put = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+            if get is not None and put is not None:
+                return get, put
+    return None
 
 
 def _blas_controller() -> Any:
@@ -114,51 +155,93 @@ def _blas_controller() -> Any:
     return blas if blas.lib_controllers else None
 
 
+def _find_blas() -> _Blas | None:
+    """The BLAS we can pin (looked up once), or None: then the ops stay on one thread."""
+    global _blas, _blas_known
+    if not _blas_known:
+        with _lock:
+            if not _blas_known:
+                controller = _blas_controller()
+                _blas = None if controller is None else _Blas(controller)
+                _blas_known = True
+    return _blas
+
+
+def _user_threads() -> int:
+    """Threads the user's BLAS is set to use (the count kept aside while a GEMM pins it)."""
+    blas = _blas if _blas_known else _find_blas()
+    if blas is None:
+        return 1
+    counts = _saved if _pins else blas.get()
+    return max(max(counts, default=1), 1)
+
+
+def num_threads() -> int:
+    """Threads this thread's ops split their work across now: ``n`` inside ``threads(n)``,
+    else as many as the user's BLAS uses (1 without a BLAS that threadpoolctl can set)."""
+    n = getattr(_local, "n", None)
+    if n is not None:
+        return n
+    return _user_threads()
+
+
+def _pin() -> None:
+    """BLAS to one thread for a GEMM of ours (counted across threads)."""
+    global _pins, _saved
+    blas = _blas if _blas_known else _find_blas()
+    if blas is None:
+        return
+    with _lock:
+        if _pins == 0:
+            _saved = blas.get()
+            if any(c != 1 for c in _saved):
+                blas.set(1)
+        _pins += 1
+
+
+def _unpin() -> None:
+    global _pins
+    if _blas is None:
+        return
+    with _lock:
+        _pins -= 1
+        if _pins == 0 and any(c != 1 for c in _saved):
+            _blas.set(_saved)
+
+
 @contextlib.contextmanager
 def threads(n: int | None = None) -> Iterator[int]:
-    """Within the block, split the hot ops across ``n`` threads and run BLAS on one.
+    """Within the block, this thread's ops split their work across ``n`` threads.
+
+    Not needed for speed: outside any block the ops already use as many threads as NumPy's
+    BLAS is set to use. Use ``threads(1)`` to keep a piece of work on one thread.
 
     Parameters
     ----------
     n : int, optional
         Threads to use; by default as many as NumPy's BLAS is set to use (so
-        ``OPENBLAS_NUM_THREADS=1`` keeps everything on one thread). ``n=1`` changes nothing.
+        ``OPENBLAS_NUM_THREADS=1`` keeps everything on one thread).
 
     Yields
     ------
     int
-        The number of threads this thread's ops use. BLAS gets its thread count back on exit.
+        The number of threads this thread's ops use.
 
-    Without threadpoolctl (a dependency, normally installed) the block runs on one thread.
+    Without threadpoolctl (a dependency, normally installed) the ops run on one thread.
     Nested blocks keep the outer block's setting, so ``threads(1)`` around a loop keeps
-    ``Trainer`` and ``accuracy`` inside it on one thread too. The setting is process-wide
-    (BLAS has one thread count), but only the thread that entered the block splits its ops.
+    ``Trainer`` and ``accuracy`` inside it on one thread too. The setting is per thread.
     """
-    global _active, _owner
     if n is not None and (not isinstance(n, int) or n < 1):
         raise ValueError(f"threads: n must be a positive int, got {n!r}")
-    me = threading.get_ident()
-    with _lock:  # claim the block, or find it taken
-        claimed = _owner is None
-        if claimed:
-            _owner = me
-    if not claimed:  # nested (the outer block decides), or another thread's block
-        yield _active if _owner == me else 1
+    outer = getattr(_local, "n", None)
+    if outer is not None:  # nested: the outer block decides
+        yield outer
         return
+    _local.n = 1 if _find_blas() is None else n or _user_threads()
     try:
-        blas = _blas_controller() if n != 1 else None
-        n = 1 if blas is None else n or max(c.num_threads for c in blas.lib_controllers)
-        with _lock:
-            while len(_workers) < n - 1:
-                _workers.append(_Worker())
-        with blas.limit(limits=1) if n > 1 else contextlib.nullcontext():
-            _active = n
-            try:
-                yield n
-            finally:
-                _active = 1
+        yield _local.n
     finally:
-        _owner = None
+        _local.n = None
 
 
 def bounds(n: int, parts: int) -> list[tuple[int, int]]:
@@ -168,29 +251,42 @@ def bounds(n: int, parts: int) -> list[tuple[int, int]]:
 
 
 def run(
-    fn: Callable[[int, int], R], n: int, work: int, grain: int = 1, ranges: int | None = None
+    fn: Callable[[int, int], R],
+    n: int,
+    work: int,
+    grain: int = 1,
+    ranges: int | None = None,
+    gemm: bool = False,
 ) -> list[R]:
     """Call ``fn(lo, hi)`` over ranges covering ``range(n)``; return the results in order.
 
-    When ``threads()`` is active and the call's ``work`` (elements or multiply-adds) is at
-    least ``MIN_WORK``, ``range(n)`` is cut into ``ranges`` pieces (default: one per thread),
-    each at least ``grain`` long, and this thread and the workers take the next piece left
-    until none is: a worker that wakes up late takes fewer. Otherwise ``fn(0, n)`` runs here.
-    ``fn`` must only write to disjoint slices of preallocated arrays (and must not allocate
-    from the workspace); a ``run`` inside ``fn`` runs whole on its thread.
+    When the call's ``work`` (elements or multiply-adds) is at least ``MIN_WORK`` and this
+    thread's ops use several threads (``num_threads()``), ``range(n)`` is cut into
+    ``ranges`` pieces (default: one per thread), each at least ``grain`` long, and this
+    thread and the workers take the next piece left until none is: a worker that wakes up
+    late takes fewer. Otherwise ``fn(0, n)`` runs here. ``gemm=True`` pins BLAS to one
+    thread while ``fn`` runs (``fn`` calls BLAS). ``fn`` must only write to disjoint slices
+    of preallocated arrays (and must not allocate from the workspace); a ``run`` inside
+    ``fn``, or one in another thread while the pool is busy, runs whole on its thread.
     """
-    global _busy
-    parts = min(ranges or _active, n // max(grain, 1)) if work >= MIN_WORK else 1
-    if parts <= 1 or _active == 1 or _busy or threading.get_ident() != _owner:
-        return [fn(0, n)]
-    _busy = True
+    if gemm:
+        _pin()
     try:
-        return _split(fn, bounds(n, parts))
+        if work >= MIN_WORK and n > 1:
+            active = num_threads()
+            parts = min(ranges or active, n // max(grain, 1))
+            if active > 1 and parts > 1 and _pool.acquire(blocking=False):
+                try:
+                    return _split(fn, bounds(n, parts), active)
+                finally:
+                    _pool.release()
+        return [fn(0, n)]
     finally:
-        _busy = False
+        if gemm:
+            _unpin()
 
 
-def _split(fn: Callable[[int, int], R], pieces: list[tuple[int, int]]) -> list[R]:
+def _split(fn: Callable[[int, int], R], pieces: list[tuple[int, int]], active: int) -> list[R]:
     """``fn`` over ``pieces``, taken by this thread and the workers; results in order."""
     results: list[Any] = [None] * len(pieces)
     counter = itertools.count()  # next() on it is atomic under the GIL
@@ -199,7 +295,11 @@ def _split(fn: Callable[[int, int], R], pieces: list[tuple[int, int]]) -> list[R
         while (i := next(counter)) < len(pieces):
             results[i] = fn(*pieces[i])
 
-    workers = _workers[: min(_active - 1, len(pieces) - 1)]
+    helpers = min(active - 1, len(pieces) - 1)
+    with _lock:
+        while len(_workers) < helpers:
+            _workers.append(_Worker())
+    workers = _workers[:helpers]
     jobs = [w.submit(take) for w in workers]
     error: BaseException | None = None
     try:
@@ -262,7 +362,8 @@ def matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.nd
     """``a @ b`` for 2-D a (M, K) and b (K, N), in blocks of rows of ``a`` across threads."""
     if out is None:
         out = np.empty((a.shape[0], b.shape[1]), np.result_type(a, b))
-    run(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), len(a), a.size * b.shape[1], 16)
+    work = a.size * b.shape[1]
+    run(lambda lo, hi: np.matmul(a[lo:hi], b, out=out[lo:hi]), len(a), work, 16, gemm=True)
     return out
 
 

@@ -206,7 +206,7 @@ class Conv2d(Function):
                 col[K, p] = 1
             np.matmul(col[:, p].T, wm.T, out=y2[p])  # (rows, K [+1]) @ (K [+1], OC)
 
-        parallel.run(rows_of_output, OH, col.size, ranges=4)
+        parallel.run(rows_of_output, OH, col.size, ranges=4, gemm=True)
         if any(self.needs_input_grad):
             self.save(col=col, wm=wm)
             self.x_shape, self.w_shape = x.shape, w.shape
@@ -232,7 +232,7 @@ class Conv2d(Function):
             def columns(lo: int, hi: int) -> None:  # (K, OC) @ (OC, hi - lo)
                 np.matmul(wk, gy2[lo:hi].T, out=gcol[:, lo:hi])
 
-            parallel.run(columns, len(gy2), gy2.size * K, 256)
+            parallel.run(columns, len(gy2), gy2.size * K, 256, gemm=True)
             gcol6 = gcol.reshape(C, *self.kernel, OH, OW, N)  # (C*KH*KW, ...) -> (C, KH, KW, ...)
             gxs = workspace.zeros((C, H + 2 * PH, W + 2 * PW, N), gy2.dtype)
 
@@ -244,8 +244,9 @@ class Conv2d(Function):
         if any(need[1:]):  # (OC, OH*OW*N) @ (OH*OW*N, K [+1]) -> (OC, K [+1])
             # Long only in its inner dimension: threads sum over blocks of it.
             parts = parallel.run(
-                lambda lo, hi: gy2[lo:hi].T @ col[:, lo:hi].T, len(gy2), gy2.size * len(col), 4096
-            )
+                lambda lo, hi: gy2[lo:hi].T @ col[:, lo:hi].T,
+                len(gy2), gy2.size * len(col), 4096, gemm=True,
+            )  # fmt: skip
             gwb = parts[0] if len(parts) == 1 else np.sum(parts, axis=0)
             gw = gwb[:, :K].reshape(self.w_shape)  # (OC, K) -> (OC, C, KH, KW)
             gb = gwb[:, K] if len(need) == 3 else None  # the row of ones: sum over N, OH, OW

@@ -54,7 +54,7 @@ def _swap_last(t):
 
 
 def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``a @ b``, split across threads inside ``parallel.threads()``: 2-D products by rows of
+    """``a @ b``, split across threads (``parallel.run``): 2-D products by rows of
     ``a``, batched ones by their first batch dimension."""
     dtype = np.result_type(a, b)
     if a.ndim == b.ndim == 2:
@@ -64,7 +64,9 @@ def _matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     b = np.broadcast_to(b, (*batch, *b.shape[-2:]))
     out = workspace.empty((*batch, a.shape[-2], b.shape[-1]), dtype)
     work = out.size * a.shape[-1]
-    parallel.run(lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), len(out), work)
+    parallel.run(
+        lambda lo, hi: np.matmul(a[lo:hi], b[lo:hi], out=out[lo:hi]), len(out), work, gemm=True
+    )
     return out
 
 
