@@ -1,15 +1,20 @@
-"""Training speed of SimpleConvNet: tinygrad_cnn against PyTorch eager, interleaved.
+"""Training speed of SimpleConvNet or DeepConvNet: tinygrad_cnn against PyTorch eager, interleaved.
 
-One training step = batch gather + forward + backward + Adam update (book config: conv 30x5x5,
-hidden 100, batch 100, lr 1e-3, weight std 0.01, float32). Each measurement runs in its own
-process; tinygrad_cnn and PyTorch processes alternate (ABAB..., then BABA...), so both see the
-same machine. Prints per-process min and median ms/step, the ratios, evaluation throughput on
-10,000 test images (no grad), the peak RSS of each training process and the BLAS in use.
+One training step = batch gather + forward + backward + Adam update (lr 1e-3, batch 100,
+float32), written as the plain user loop ``opt.zero_grad(); loss = net.loss(xb, tb);
+loss.backward(); opt.step()`` with no context manager. SimpleConvNet is the book's ch. 7
+config (conv 30x5x5, hidden 100, weight std 0.01); DeepConvNet the book's ch. 8 net (six 3x3
+convs, dropout, He init). PyTorch runs the same layers from the same initial weights, in the
+same batch order. Each measurement runs in its own process; tinygrad_cnn and PyTorch
+processes alternate (ABAB..., then BABA...), so both see the same machine. Prints per-process
+min and median ms/step, the ratios, evaluation throughput on 10,000 test images (no grad,
+eval mode), the peak RSS of each training process and the BLAS in use.
 
-    python benchmarks/train_speed.py                  # 3 process pairs x 200 steps
-    python benchmarks/train_speed.py --procs 5 --steps 300
-    python benchmarks/train_speed.py --full           # the book's 20-epoch run (Trainer)
-    python benchmarks/train_speed.py --full --torch   # the same recipe in PyTorch
+    python benchmarks/train_speed.py                       # 3 process pairs x 200 steps
+    python benchmarks/train_speed.py --model deepconvnet --procs 5 --steps 300
+    python benchmarks/train_speed.py --threads-block       # ours inside threads(), to compare
+    python benchmarks/train_speed.py --full                # the book's 20-epoch run (Trainer)
+    python benchmarks/train_speed.py --full --torch        # the same recipe in PyTorch
 
 Data: full MNIST from ``<repo>/../shared/data/mnist`` (or ``--data DIR``) when present,
 else the bundled mini set. PyTorch (``pip install torch``) is optional: without it only
@@ -19,13 +24,16 @@ tinygrad_cnn is timed. Figures, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +41,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 BATCH, LR, STD = 100, 1e-3, 0.01
+MODES = {
+    "plain": "plain loop, no context manager",
+    "threads-block": "timed loop and evaluation inside tinygrad_cnn.threads()",
+    "one-thread": "timed loop and evaluation inside tinygrad_cnn.threads(1)",
+}
 
 
 # ----------------------------------------------------------------------------- environment
@@ -44,6 +57,14 @@ def blas() -> dict:
         return {"internal_api": "unknown (pip install threadpoolctl)", "num_threads": 1}
     info = [lib for lib in threadpool_info() if lib.get("user_api") == "blas"]
     return info[0] if info else {"internal_api": "none found", "num_threads": 1}
+
+
+def describe(info: dict) -> str:
+    return (
+        f"{info.get('internal_api')} {info.get('version', '')}, kernel "
+        f"{info.get('architecture', '?')}, {info.get('num_threads')} threads "
+        f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})"
+    )
 
 
 def peak_rss_mb() -> float:
@@ -74,114 +95,6 @@ def stats(times: list[float]) -> dict:
     return {"min": float(ms.min()), "median": float(np.median(ms)), "n": len(ms)}
 
 
-# ----------------------------------------------------------------------------- workers
-def run_tinygrad(args: argparse.Namespace) -> dict:
-    from tinygrad_cnn.data import BatchIterator
-    from tinygrad_cnn.nn import SimpleConvNet
-    from tinygrad_cnn.optim import Adam
-    from tinygrad_cnn.parallel import threads
-    from tinygrad_cnn.train import evaluate_accuracy
-
-    (x, t), (xt, tt), _ = load(args.data)
-    net = SimpleConvNet(weight_init_std=STD, seed=args.seed)
-    opt = Adam(net.parameters(), lr=LR)
-    batches = iter(BatchIterator(x, t, batch_size=BATCH, seed=args.seed))
-
-    def step() -> None:
-        nonlocal batches
-        try:
-            xb, tb = next(batches)
-        except StopIteration:
-            batches = iter(BatchIterator(x, t, batch_size=BATCH, seed=args.seed))
-            xb, tb = next(batches)
-        opt.zero_grad()
-        loss = net.loss(xb, tb)
-        loss.backward()
-        opt.step()
-
-    xt, tt = test_set(xt, tt)
-    evals = []
-    with threads(1 if args.one_thread else None):  # the ops split work across BLAS's threads
-        times = timed(step, args.warmup, args.steps)
-        for _ in range(3):
-            start = time.perf_counter()
-            evaluate_accuracy(net, xt, tt, batch_size=args.eval_batch)
-            evals.append(len(xt) / (time.perf_counter() - start))
-    return {"step": stats(times), "eval_img_s": max(evals), "rss_mb": peak_rss_mb()}
-
-
-def torch_net(seed: int):
-    """The same network in PyTorch, starting from SimpleConvNet(seed)'s weights."""
-    import torch
-
-    from tinygrad_cnn.nn import SimpleConvNet
-
-    torch.set_num_threads(int(blas()["num_threads"]))
-    ref = SimpleConvNet(weight_init_std=STD, seed=seed)
-    nn = torch.nn
-    net = nn.Sequential(
-        nn.Conv2d(1, 30, 5), nn.ReLU(), nn.MaxPool2d(2, 2), nn.Flatten(),
-        nn.Linear(4320, 100), nn.ReLU(), nn.Linear(100, 10),
-    )  # fmt: skip
-    with torch.no_grad():
-        for layer, mine in zip(
-            (net[0], net[4], net[6]), (ref.conv1, ref.fc1, ref.fc2), strict=True
-        ):
-            w = mine.weight.data if layer is net[0] else mine.weight.data.T  # ours: (IN, OUT)
-            layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
-            layer.bias.copy_(torch.from_numpy(mine.bias.data))
-    return net, torch.optim.Adam(net.parameters(), lr=LR)
-
-
-def torch_batches(n: int, seed: int):
-    """Endless batch indices, the same order as tinygrad_cnn's BatchIterator(seed=seed)."""
-    import torch
-
-    from tinygrad_cnn.data import BatchIterator
-
-    it = BatchIterator(np.arange(n), batch_size=BATCH, seed=seed)
-    while True:
-        for (idx,) in it:
-            yield torch.from_numpy(idx)
-
-
-def torch_step(net, opt, X, T, idx) -> None:
-    import torch
-
-    opt.zero_grad()
-    loss = torch.nn.functional.cross_entropy(net(X[idx]), T[idx])
-    loss.backward()
-    opt.step()
-
-
-def torch_accuracy(net, x: np.ndarray, t: np.ndarray, batch: int = 500) -> float:
-    import torch
-
-    X, T = torch.from_numpy(x), torch.from_numpy(t)
-    correct = 0
-    with torch.no_grad():
-        for i in range(0, len(X), batch):
-            correct += int((net(X[i : i + batch]).argmax(1) == T[i : i + batch]).sum())
-    return correct / len(X)
-
-
-def run_torch(args: argparse.Namespace) -> dict:
-    import torch
-
-    (x, t), (xt, tt), _ = load(args.data)
-    net, opt = torch_net(args.seed)
-    X, T = torch.from_numpy(x), torch.from_numpy(t)
-    batches = torch_batches(len(x), args.seed)
-    times = timed(lambda: torch_step(net, opt, X, T, next(batches)), args.warmup, args.steps)
-    xt, tt = test_set(xt, tt)
-    evals = []
-    for _ in range(3):
-        start = time.perf_counter()
-        torch_accuracy(net, xt, tt, args.eval_batch)
-        evals.append(len(xt) / (time.perf_counter() - start))
-    return {"step": stats(times), "eval_img_s": max(evals), "rss_mb": peak_rss_mb()}
-
-
 def timed(step, warmup: int, steps: int) -> list[float]:
     for _ in range(warmup):
         step()
@@ -193,86 +106,210 @@ def timed(step, warmup: int, steps: int) -> list[float]:
     return times
 
 
-# ----------------------------------------------------------------------------- the full run
-def full_run(args: argparse.Namespace) -> None:
-    from tinygrad_cnn.nn import SimpleConvNet
-    from tinygrad_cnn.train import Trainer
-
-    start = time.perf_counter()
-    (x, t), (xt, tt), what = load(args.data)
-    loaded = time.perf_counter() - start
-    print(f"data: {what} ({len(x)} train, {len(xt)} test), loaded in {loaded:.1f} s")
-    print(f"BLAS: {describe(blas())}")
-    net = SimpleConvNet(weight_init_std=STD, seed=args.seed)
-    trainer = Trainer(
-        net, x, t, xt, tt, epochs=args.epochs, mini_batch_size=BATCH, optimizer="Adam",
-        optimizer_param={"lr": LR}, verbose=True, progress=False, seed=args.seed,
-    )  # fmt: skip
-    start = time.perf_counter()
-    hist = trainer.train()
-    wall = time.perf_counter() - start
-    print(
-        f"\n{args.epochs} epochs (training + per-epoch evaluation on all train and test "
-        f"images): {wall:.1f} s = {wall / 60:.2f} min"
-    )
-    print("test accuracy per epoch: " + " ".join(f"{a:.4f}" for a in hist["test_acc"]))
-    print(f"final test accuracy: {hist['test_acc'][-1]:.4f}")
-    print(f"peak RSS: {peak_rss_mb():.0f} MB")
+def endless(batches: Any) -> Iterator[tuple[np.ndarray, ...]]:
+    """Batches of a BatchIterator epoch after epoch (each epoch drawing its own order)."""
+    while True:
+        yield from batches
 
 
-def full_run_torch(args: argparse.Namespace) -> None:
-    """The same recipe in PyTorch eager (same init, batch order, evaluation), for comparison."""
+def evals(evaluate, n: int) -> float:
+    """Best images/s of three evaluations of ``n`` images."""
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        evaluate()
+        best = max(best, n / (time.perf_counter() - start))
+    return best
+
+
+# ----------------------------------------------------------------------------- the networks
+def make_net(model: str, seed: int) -> Any:
+    """tinygrad_cnn's network: SimpleConvNet (book config) or DeepConvNet (He init)."""
+    from tinygrad_cnn.models import DeepConvNet, SimpleConvNet
+
+    if model == "deepconvnet":
+        return DeepConvNet(seed=seed)
+    return SimpleConvNet(weight_init_std=STD, seed=seed)
+
+
+def torch_net(model: str, seed: int) -> tuple[Any, Any]:
+    """The same network in PyTorch, layer by layer, from ``make_net(model, seed)``'s weights."""
     import torch
 
-    (x, t), (xt, tt), what = load(args.data)
-    print(f"PyTorch {torch.__version__}; data: {what}")
-    net, opt = torch_net(args.seed)
+    torch.set_num_threads(int(blas()["num_threads"]))
+    torch.manual_seed(seed)  # PyTorch's dropout masks
+    tnn, layers = torch.nn, []
+    ref = make_net(model, seed)
+    for name, m in ref.named_modules():
+        if not name or "." in name:
+            continue
+        kind = type(m).__name__
+        if kind == "Conv2d":
+            oc, c, kh, kw = m.weight.shape
+            layer, w = tnn.Conv2d(c, oc, (kh, kw), m.stride, m.padding), m.weight.data
+        elif kind == "Linear":  # ours is (IN, OUT), PyTorch's (OUT, IN)
+            layer, w = tnn.Linear(m.in_features, m.out_features), m.weight.data.T
+        elif kind in ("ReLU", "Flatten"):
+            layer = getattr(tnn, kind)()
+        elif kind == "MaxPool2d":
+            layer = tnn.MaxPool2d(m.kernel_size, m.stride, m.padding)
+        elif kind == "Dropout":  # both inverted: scale the kept units by 1/(1-p) in training
+            layer = tnn.Dropout(m.p)
+        else:
+            raise ValueError(f"torch_net: no PyTorch counterpart for layer {name} ({kind})")
+        if kind in ("Conv2d", "Linear"):
+            with torch.no_grad():
+                layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
+                layer.bias.copy_(torch.from_numpy(m.bias.data))
+        layers.append(layer)
+    net = tnn.Sequential(*layers)
+    return net, torch.optim.Adam(net.parameters(), lr=LR)
+
+
+def check_copy(model: str, seed: int, x: np.ndarray) -> float:
+    """Largest |logit difference| of the two frameworks on ``x`` in eval mode, relative to
+    the largest logit; raises when it is beyond float32 rounding (weights copied wrong)."""
+    import torch
+
+    from tinygrad_cnn import no_grad
+
+    ours = make_net(model, seed).eval()
+    theirs = torch_net(model, seed)[0].eval()
+    with no_grad():
+        a = ours(x).numpy()
+    with torch.no_grad():
+        b = theirs(torch.from_numpy(x)).numpy()
+    err, scale = float(np.abs(a - b).max()), float(np.abs(b).max())
+    if not err <= 1e-4 * scale:  # relative: SimpleConvNet's first logits are about 1e-4
+        raise AssertionError(f"{model}: logits differ by {err:.3g} (largest logit {scale:.3g})")
+    return err / scale
+
+
+def torch_accuracy(net, x: np.ndarray, t: np.ndarray, batch: int = 500) -> float:
+    import torch
+
     X, T = torch.from_numpy(x), torch.from_numpy(t)
-    batches, per_epoch, accs = torch_batches(len(x), args.seed), -(-len(x) // BATCH), []
+    correct, training = 0, net.training
+    net.eval()
+    with torch.no_grad():
+        for i in range(0, len(X), batch):
+            correct += int((net(X[i : i + batch]).argmax(1) == T[i : i + batch]).sum())
+    net.train(training)
+    return correct / len(X)
+
+
+# ----------------------------------------------------------------------------- workers
+def run_tinygrad(args: argparse.Namespace) -> dict:
+    from tinygrad_cnn import threads
+    from tinygrad_cnn.data import BatchIterator
+    from tinygrad_cnn.optim import Adam
+    from tinygrad_cnn.train import evaluate_accuracy
+
+    (x, t), (xt, tt), _ = load(args.data)
+    net = make_net(args.model, args.seed)
+    opt = Adam(net.parameters(), lr=LR)
+    batches = endless(BatchIterator(x, t, batch_size=BATCH, seed=args.seed))
+
+    def step() -> None:  # what a user writes
+        xb, tb = next(batches)
+        opt.zero_grad()
+        loss = net.loss(xb, tb)
+        loss.backward()
+        opt.step()
+
+    xt, tt = test_set(xt, tt)
+    n = 1 if args.mode == "one-thread" else None
+    with contextlib.nullcontext() if args.mode == "plain" else threads(n):
+        times = timed(step, args.warmup, args.steps)
+        ev = evals(lambda: evaluate_accuracy(net, xt, tt, batch_size=args.eval_batch), len(xt))
+    return {"step": stats(times), "eval_img_s": ev, "rss_mb": peak_rss_mb()}
+
+
+def run_torch(args: argparse.Namespace) -> dict:
+    import torch
+
+    from tinygrad_cnn.data import BatchIterator
+
+    (x, t), (xt, tt), _ = load(args.data)
+    net, opt = torch_net(args.model, args.seed)
+    X, T = torch.from_numpy(x), torch.from_numpy(t)
+    batches = endless(BatchIterator(np.arange(len(x)), batch_size=BATCH, seed=args.seed))
+    times = timed(lambda: torch_step(net, opt, X, T, next(batches)[0]), args.warmup, args.steps)
+    xt, tt = test_set(xt, tt)
+    ev = evals(lambda: torch_accuracy(net, xt, tt, args.eval_batch), len(xt))
+    return {"step": stats(times), "eval_img_s": ev, "rss_mb": peak_rss_mb()}
+
+
+def torch_step(net, opt, X, T, idx: np.ndarray) -> None:
+    import torch
+
+    idx = torch.from_numpy(idx)
+    opt.zero_grad()
+    loss = torch.nn.functional.cross_entropy(net(X[idx]), T[idx])
+    loss.backward()
+    opt.step()
+
+
+# ----------------------------------------------------------------------------- the full run
+def full_run(args: argparse.Namespace) -> None:
+    """The book's recipe through Trainer (or the same loop in PyTorch with ``--torch``)."""
+    (x, t), (xt, tt), what = load(args.data)
+    print(f"{args.model}; data: {what} ({len(x)} train, {len(xt)} test)")
+    print(f"BLAS: {describe(blas())}")
     start = time.perf_counter()
+    accs = full_torch(args, x, t, xt, tt) if args.torch else full_ours(args, x, t, xt, tt)
+    wall = time.perf_counter() - start
+    who = "PyTorch" if args.torch else "tinygrad_cnn Trainer"
+    print(
+        f"\n{args.epochs} epochs ({who}; training + per-epoch evaluation on all train and "
+        f"test images): {wall:.1f} s = {wall / 60:.2f} min"
+    )
+    print("test accuracy per epoch: " + " ".join(f"{a:.4f}" for a in accs))
+    print(f"final test accuracy: {accs[-1]:.4f}; peak RSS: {peak_rss_mb():.0f} MB")
+
+
+def full_ours(args, x, t, xt, tt) -> list[float]:
+    from tinygrad_cnn.train import Trainer
+
+    trainer = Trainer(
+        make_net(args.model, args.seed), x, t, xt, tt, epochs=args.epochs,
+        mini_batch_size=BATCH, optimizer="Adam", optimizer_param={"lr": LR}, verbose=True,
+        progress=False, seed=args.seed,
+    )  # fmt: skip
+    return trainer.train()["test_acc"]
+
+
+def full_torch(args, x, t, xt, tt) -> list[float]:
+    import torch
+
+    from tinygrad_cnn.data import BatchIterator
+
+    net, opt = torch_net(args.model, args.seed)
+    X, T = torch.from_numpy(x), torch.from_numpy(t)
+    it, accs = BatchIterator(np.arange(len(x)), batch_size=BATCH, seed=args.seed), []
     for epoch in range(args.epochs):
-        net.train()
-        for _ in range(per_epoch):
-            torch_step(net, opt, X, T, next(batches))
-        net.eval()
+        for (idx,) in it:
+            torch_step(net, opt, X, T, idx)
         train_acc, test_acc = torch_accuracy(net, x, t), torch_accuracy(net, xt, tt)
         accs.append(test_acc)
-        print(
-            f"epoch {epoch + 1:>2}/{args.epochs}  train acc {train_acc:.4f}  "
-            f"test acc {test_acc:.4f}",
-            flush=True,
-        )
-    wall = time.perf_counter() - start
-    print(f"\n{args.epochs} epochs (PyTorch, same evaluation): {wall:.1f} s = {wall / 60:.2f} min")
-    print("test accuracy per epoch: " + " ".join(f"{a:.4f}" for a in accs))
-    print(f"final test accuracy: {accs[-1]:.4f}")
+        print(f"epoch {epoch + 1:>2}/{args.epochs}  train acc {train_acc:.4f}  "
+              f"test acc {test_acc:.4f}", flush=True)  # fmt: skip
+    return accs
 
 
 # ----------------------------------------------------------------------------- driver
-def describe(info: dict) -> str:
-    return (
-        f"{info.get('internal_api')} {info.get('version', '')}, kernel "
-        f"{info.get('architecture', '?')}, {info.get('num_threads')} threads "
-        f"(OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE', 'unset')})"
-    )
-
-
-def worker(args: argparse.Namespace) -> None:
-    result = (run_tinygrad if args.worker == "tinygrad" else run_torch)(args)
-    print(json.dumps(result))
-
-
 def spawn(name: str, args: argparse.Namespace, seed: int) -> dict:
     cmd = [sys.executable, __file__, "--worker", name, "--seed", str(seed)]
-    for opt in ("steps", "warmup", "data", "eval_batch"):
+    for opt in ("steps", "warmup", "data", "eval_batch", "model"):
         cmd += [f"--{opt.replace('_', '-')}", str(getattr(args, opt))]
-    cmd += ["--one-thread"] if args.one_thread else []
+    cmd += [] if args.mode == "plain" else [f"--{args.mode}"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
 
-def main() -> None:
+def parse() -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", choices=["simpleconvnet", "deepconvnet"], default="simpleconvnet")
     p.add_argument("--procs", type=int, default=3, help="processes per framework (>= 3)")
     p.add_argument("--steps", type=int, default=200, help="timed steps per process")
     p.add_argument("--warmup", type=int, default=30, help="untimed steps first")
@@ -282,31 +319,40 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=20, help="epochs of --full")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-torch", action="store_true", help="time tinygrad_cnn only")
-    p.add_argument(
-        "--one-thread", action="store_true",
-        help="tinygrad_cnn without parallel.threads() (ops as single NumPy calls, BLAS threaded)",
-    )  # fmt: skip
     p.add_argument("--torch", action="store_true", help="with --full: run it in PyTorch")
+    p.add_argument("--threads-block", action="store_true", help="ours inside threads()")
+    p.add_argument("--one-thread", action="store_true", help="ours inside threads(1)")
     p.add_argument("--worker", choices=["tinygrad", "torch"], help=argparse.SUPPRESS)
     args = p.parse_args()
-    if args.worker:
-        return worker(args)
-    if args.full:
-        return full_run_torch(args) if args.torch else full_run(args)
+    if args.threads_block and args.one_thread:
+        p.error("--threads-block and --one-thread exclude each other")
+    args.mode = "one-thread" if args.one_thread else "plain"
+    args.mode = "threads-block" if args.threads_block else args.mode
+    return args
 
+
+def main() -> None:
+    args = parse()
+    if args.worker:
+        print(json.dumps((run_tinygrad if args.worker == "tinygrad" else run_torch)(args)))
+        return
+    if args.full:
+        return full_run(args)
     try:
         import torch
 
         has_torch = not args.no_torch
     except ImportError:
         has_torch = False
-    import numpy
-
     _, (xt, _), what = load(args.data)
-    print(f"data: {what}; batch {BATCH}; float32; {args.steps} steps after {args.warmup}")
-    print(f"NumPy {numpy.__version__}, BLAS: {describe(blas())}")
+    print(f"{args.model}; data: {what}; batch {BATCH}; float32; {args.steps} steps after "
+          f"{args.warmup}")  # fmt: skip
+    print(f"tinygrad_cnn: {MODES[args.mode]}")
+    print(f"NumPy {np.__version__}, BLAS: {describe(blas())}")
     if has_torch:
         print(f"PyTorch {torch.__version__} (threads set to NumPy's BLAS threads)")
+        err = check_copy(args.model, args.seed, xt[:BATCH])
+        print(f"weights copied: eval logits on {BATCH} test images differ by <= {err:.1e} x max")
     names = ["tinygrad", "torch"] if has_torch else ["tinygrad"]
     results: dict[str, list[dict]] = {n: [] for n in names}
     for i in range(args.procs):
@@ -327,16 +373,14 @@ def main() -> None:
         best = float(min(r["step"]["min"] for r in rs))
         ev = float(np.median([r["eval_img_s"] for r in rs]))
         rss = max(r["rss_mb"] for r in rs)
-        summary[name] = (med, best, ev)
-        print(
-            f"  {name:9s} step median {med:6.2f} ms  min {best:6.2f} ms   "
-            f"eval {ev:8.0f} img/s   peak RSS {rss:4.0f} MB"
-        )
+        summary[name] = (med, best, ev, rss)
+        print(f"  {name:9s} step median {med:6.2f} ms  min {best:6.2f} ms   "
+              f"eval {ev:8.0f} img/s   peak RSS {rss:4.0f} MB")  # fmt: skip
     if has_torch:
-        (m1, b1, e1), (m2, b2, e2) = summary["tinygrad"], summary["torch"]
+        (m1, b1, e1, r1), (m2, b2, e2, r2) = summary["tinygrad"], summary["torch"]
         print(
-            f"  ratio tinygrad_cnn / PyTorch: median/median {m1 / m2:.2f}, min/min {b1 / b2:.2f}"
-            f"; eval throughput {e1 / e2:.2f}x PyTorch's"
+            f"  ratio tinygrad_cnn / PyTorch: step median/median {m1 / m2:.2f}, min/min "
+            f"{b1 / b2:.2f}; eval throughput {e1 / e2:.2f}x PyTorch's; peak RSS {r1 / r2:.2f}x"
         )
 
 

@@ -42,6 +42,7 @@ ALLOWED_UP = {
     ("backprop", "_tensor_type", "tensor"),
     ("tensor", "plot", "viz"),  # lazy one-line delegations
     ("tensor", "_repr_svg_", "viz"),
+    ("tensor", "_repr_html_", "explore"),
     ("nn", "plot", "viz"),
     ("nn", "__getattr__", "models"),  # ``nn.SimpleConvNet`` still resolves
 }

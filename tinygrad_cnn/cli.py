@@ -347,8 +347,16 @@ def cmd_graph(args: argparse.Namespace) -> int:
     from .viz import draw_graph, save_graph
 
     net, loss = _demo_loss(args.model, args.params)
+    if args.html is not None:
+        from .viz import explore
+
+        page = explore(loss, args.html, title=f"{type(net).__name__} loss graph")
+        print(f"wrote {page}: interactive explorer of {_describe(net, args.params)} "
+              f"({page.stat().st_size / 1024:.0f} KiB, open it in a browser)")  # fmt: skip
+        if args.out is None:  # --out given too: write that as well
+            return 0
     graph = draw_graph(loss, show_grads=args.grads)
-    path = save_graph(graph, args.out)
+    path = save_graph(graph, args.out or "graph.svg")
     source = graph.source
     nodes = len(re.findall(r"^\s*n\d+ \[", source, flags=re.M))
     edges = len(re.findall(r"^\s*n\d+ -> n\d+", source, flags=re.M))
@@ -640,7 +648,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--params", type=_path, help="draw a trained network: params.npz (or the book's .pkl)"
     )
     p.add_argument("--grads", action="store_true", help="annotate gradient norms")
-    p.add_argument("--out", type=_path, default="graph.svg", help=".svg, .png, .pdf or .dot")
+    p.add_argument("--out", type=_path, help=".svg, .png, .pdf or .dot (default graph.svg)")
+    p.add_argument(
+        "--html", type=_path, metavar="FILE.html",
+        help="write the interactive explorer (one self-contained page) instead of --out",
+    )  # fmt: skip
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("audit", help="check every op's backward in a network's loss graph")

@@ -505,6 +505,12 @@ class Tensor:
         except Exception:  # no ``dot`` binary: fall back to the text repr
             return None
 
+    def _repr_html_(self) -> str | None:
+        """Jupyter: the interactive graph explorer of a non-leaf tensor, in an iframe."""
+        from .explore import notebook_html
+
+        return notebook_html(self)
+
 
 def _value(x: Any) -> Any:
     return x._data if isinstance(x, Tensor) else x

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GraphvizNotFoundError", "draw_graph", "render_graph", "save_graph", "plot_module",
-    "grad_norms", "graph_tensors", "op_label",
+    "grad_norms", "graph_tensors", "op_label", "explore",
 ]  # fmt: skip
 
 #: File extension -> Graphviz output format; ``.dot``/``.gv`` write the source itself.
@@ -332,6 +332,18 @@ def plot_module(module: Module, x: Any, path: str | Path, t: Any = None, **kwarg
         raise ValueError("plot_module: show_grads=True needs labels t to compute a loss")
     root = module(x) if t is None else module.loss(x, t)
     return render_graph(root, path, **kwargs)
+
+
+def explore(root: Tensor | Sequence[Tensor], path: str | Path, **kwargs: Any) -> Path:
+    """Write the interactive HTML explorer of the graph ending at ``root`` to ``path``.
+
+    One self-contained page (no network when viewed): click nodes for their statistics, fold
+    modules, search, and play the backward pass. ``kwargs`` (``audit``, ``title``) and the
+    details are in :func:`tinygrad_cnn.explore.explore`.
+    """
+    from .explore import explore as write_page
+
+    return write_page(root, path, **kwargs)
 
 
 def _graphviz() -> Any:
