@@ -214,7 +214,9 @@ def threads(n: int | None = None) -> Iterator[int]:
     """Within the block, this thread's ops split their work across ``n`` threads.
 
     Not needed for speed: outside any block the ops already use as many threads as NumPy's
-    BLAS is set to use. Use ``threads(1)`` to keep a piece of work on one thread.
+    BLAS is set to use. Use ``threads(1)`` to keep a piece of work on one thread. Only
+    tinygrad_cnn's ops are affected: NumPy code of your own in the block keeps BLAS's
+    threads as they are (set those with threadpoolctl's ``threadpool_limits``).
 
     Parameters
     ----------
