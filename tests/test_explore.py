@@ -4,6 +4,7 @@ drives the page in chromium.)"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -12,7 +13,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tinygrad_cnn import Tensor
+from tinygrad_cnn import Tensor, no_grad
 from tinygrad_cnn.audit import audit_graph
 from tinygrad_cnn.backprop import toposort
 from tinygrad_cnn.cli import main
@@ -151,8 +152,10 @@ def test_file_is_written_atomically(tmp_path):
     assert explore(net_loss()[1], path) == path and path.read_text().startswith("<!doctype")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["g.html"]  # no temporary left
     (tmp_path / "d.html").mkdir()
-    with pytest.raises(ValueError, match="directory"):
+    with pytest.raises(ValueError, match="d.html' is a folder; give the .html file to write"):
         explore(net_loss()[1], tmp_path / "d.html")
+    with pytest.raises(ValueError, match=r"'new/' is a folder.*'new/graph.html'"):
+        explore(net_loss()[1], "new/")  # a trailing slash says folder even before it exists
 
 
 def test_large_chain_is_split_into_views(monkeypatch):
@@ -184,3 +187,87 @@ def test_repr_html_cli_and_viz_delegate(tmp_path, capsys):
     assert main(["graph", "--html", str(tmp_path / "c.html")]) == 0
     assert "interactive explorer of SimpleConvNet" in capsys.readouterr().out
     assert data_of((tmp_path / "c.html").read_text())["title"] == "SimpleConvNet loss graph"
+
+
+def test_a_leaf_or_a_no_grad_result_is_refused_not_drawn_alone(tmp_path):
+    net, _ = net_loss()
+    with no_grad():
+        quiet = net.loss(np.ones((1, 1, 28, 28), np.float32), np.arange(1))
+    leaf = Tensor(np.ones(3, np.float32), requires_grad=True)
+    for root in (leaf, quiet, [net_loss()[1], leaf]):
+        with pytest.raises(ValueError, match=r"explore: root.* is a leaf tensor.*no_grad"):
+            explore(root, tmp_path / "g.html")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_argument_types_are_checked_before_anything_else(tmp_path):
+    _, loss = net_loss()
+    with pytest.raises(TypeError, match=r"explore: root must be .* got the path 'g.html'; the "
+                       r"root comes first"):  # fmt: skip
+        viz_explore("g.html", loss)
+    with pytest.raises(TypeError, match=r"explore: path must be a str or os.PathLike, got bytes"):
+        viz_explore(loss, b"g.html")
+    with pytest.raises(TypeError, match=r"explore: path must be a str or os.PathLike, got int"):
+        viz_explore(loss, 3)
+    with pytest.raises(TypeError, match="explore: title must be a str, got int"):
+        viz_explore(loss, tmp_path / "g.html", title=3)
+    with pytest.raises(TypeError):  # audit and title are keyword-only
+        viz_explore(loss, tmp_path / "g.html", None)
+    params = inspect.signature(viz_explore).parameters
+    assert params["audit"].kind is params["title"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert "audit : AuditReport" in viz_explore.__doc__ and "title : str" in viz_explore.__doc__
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tilde_is_expanded_and_missing_folders_are_made_like_every_saver(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    written = viz_explore(net_loss()[1], "~/graphs/g.html")
+    assert written == tmp_path / "home" / "graphs" / "g.html" and written.is_file()
+    assert not (tmp_path / "~").exists()
+
+
+def test_group_labels_say_1_op_and_leave_out_empty_ports(monkeypatch):
+    monkeypatch.setattr(layout, "FAN", 10)
+    y = Tensor(np.ones(3, np.float32), requires_grad=True, name="x")
+    for _ in range(10):
+        y = y.relu()
+    groups = page_data([y.sum()])["groups"]  # chunks of ops 1-10 and 11-11
+    lines = [line for g in groups.values() for line in g["label"].split("\n")]
+    assert "1 op" in lines and "1 ops" not in lines and "10 ops" in lines
+    assert not [line for line in lines if line.strip() in ("in", "out")]
+
+
+def test_notebook_does_not_embed_a_huge_graph():
+    y = Tensor(np.ones(2, np.float32), requires_grad=True)
+    for _ in range(1000):
+        y = y * 0.5
+    html = y.sum()._repr_html_()  # 1001 ops: a note, not an 1.3 MB iframe
+    assert "<iframe" not in html and "1001 ops" in html and "explore(t," in html
+    assert len(html) < 2000 and "Tensor" in html
+
+
+def test_cli_errors_speak_of_the_option_and_html_writes_only_the_page(tmp_path, capsys,
+                                                                     monkeypatch):  # fmt: skip
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    cases = {
+        "afile/g.html": "--html: cannot write afile/g.html: afile is not a folder",
+        "adir/": "--html: path 'adir/' is a folder",
+        "g.svg": "--html: path must end in",
+    }
+    for value, said in cases.items():
+        assert main(["graph", "--html", value]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tinygrad-cnn: error: {said}"), err
+        assert "explore:" not in err and "atomic_write" not in err and "[Errno" not in err
+    assert main(["graph", "--html", "g.html", "--grads"]) == 2
+    assert "--grads labels the --out picture" in capsys.readouterr().err
+    assert main(["graph", "--html", "g.html"]) == 0
+    capsys.readouterr()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile", "g.html"]  # no .svg
+    with pytest.raises(SystemExit):
+        main(["graph", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    assert "a picture (--out, default graph.svg) or an interactive page (--html)" in shown

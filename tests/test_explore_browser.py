@@ -99,6 +99,19 @@ def node_by_label(browser, text: str):
     raise AssertionError(f"no node shows {text!r}")
 
 
+def search(browser, text: str) -> list:
+    """Type ``text`` into the search box; the result items (the count note left out)."""
+    browser.execute_script("document.getElementById('results').textContent = ''")
+    box = browser.find_element("id", "search")
+    box.clear()
+    box.send_keys(text)
+    for _ in range(40):
+        if browser.find_elements("css selector", "#results li.note"):
+            break
+        time.sleep(0.05)
+    return browser.find_elements("css selector", "#results li:not(.note)")
+
+
 def test_click_a_node_shows_its_shapes_and_statistics(browser, pages):
     open_page(browser, pages["net"])
     node_by_label(browser, "Conv2d").click()
@@ -135,10 +148,8 @@ def test_fold_and_unfold_a_module(browser, pages):
 def test_search_reveals_a_node(browser, pages):
     open_page(browser, pages["net"])
     browser.find_element("css selector", "#graph .cluster[id] .title").click()
-    browser.find_element("id", "search").send_keys("fc2.bias")
-    time.sleep(0.3)
-    results = browser.find_elements("css selector", "#results li")
-    assert len(results) == 1
+    results = search(browser, "fc2.bias")
+    assert len(results) == 1 and results[0].text.endswith("SimpleConvNet.fc2")
     results[0].click()
     selected = browser.find_element("css selector", "#graph .node.selected")
     assert "fc2.bias" in selected.text and selected.is_displayed()
@@ -182,4 +193,52 @@ def test_a_large_chain_opens_folded_and_portals_open_views(browser, pages):
     browser.find_element("id", "bw-end").click()
     status = browser.find_element("id", "bw-status").text
     assert status.startswith("1501/1501")
+    assert not severe(browser)
+
+
+def test_search_matches_names_ops_modules_and_ids_not_dtypes(browser, pages):
+    open_page(browser, pages["net"])
+    tip = browser.find_element("id", "search").get_attribute("title")
+    assert "node id" in tip and "module" in tip
+    names = [r.text.split()[1] for r in search(browser, "t3")]
+    assert names and all("t3" in name for name in names)  # not every tensor via "float32"
+    assert search(browser, "n3")[0].text.split()[0] == "n3"  # an id, exactly
+    assert not search(browser, "float32")  # dtypes and shapes are not searched
+    linear = search(browser, "linear")
+    assert [r.find_element("css selector", ".where").text for r in linear] == [
+        "SimpleConvNet.fc1", "SimpleConvNet.fc2"]  # fmt: skip
+    conv = search(browser, "Conv")  # names first, then what only its module path matches
+    names = [r.text.split()[1].lower() for r in conv]
+    assert names[:3] == ["conv1.weight", "conv1.bias", "conv2d"] and len(conv) > 10
+    assert not [name for name in names[3:] if "conv" in name]
+    assert all(r.find_element("css selector", ".where").text for r in conv)
+    note = browser.find_element("css selector", "#results li.note").text
+    assert note == f"{len(conv)} matches"
+    assert not severe(browser)
+
+
+def test_search_says_how_many_results_are_not_shown(browser, pages):
+    open_page(browser, pages["chain"])
+    assert len(search(browser, "t1")) == 50
+    note = browser.find_element("css selector", "#results li.note").text
+    n = browser.execute_script(
+        "return Object.values(explorer.data.nodes).filter(n => n.k !== 'op' &&"
+        " n.name.includes('t1')).length"
+    )
+    assert n > 50 and note == f"50 of {n} shown: type more to narrow"
+
+
+def test_playing_a_long_backward_pass_is_time_bounded(browser, pages):
+    from selenium.webdriver.support.ui import Select
+
+    open_page(browser, pages["chain"])
+    Select(browser.find_element("id", "bw-speed")).select_by_value("3")
+    browser.find_element("id", "bw-play").click()
+    for _ in range(200):
+        if browser.find_element("id", "bw-play").text == "play":
+            break
+        time.sleep(0.05)
+    order = browser.execute_script("return explorer.data.order")
+    assert len(order) == 1501 and browser.execute_script("return explorer.highlighted") == order
+    assert browser.execute_script("return explorer.ticks") <= 3000 / 150 + 1  # not 1501 ticks
     assert not severe(browser)

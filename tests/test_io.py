@@ -65,6 +65,30 @@ def test_atomic_write_rejects_read_modes(tmp_path: Path) -> None:
             pass
 
 
+def test_atomic_write_error_names_the_users_path_not_the_temp_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(dir: str, prefix: str, suffix: str) -> tuple[int, str]:
+        raise PermissionError(13, "Permission denied", os.path.join(dir, prefix + "x" + suffix))
+
+    monkeypatch.setattr(tio.tempfile, "mkstemp", refuse)
+    target = tmp_path / "g.html"
+    with pytest.raises(PermissionError) as info:
+        with tio.atomic_write(target, "w"):
+            pass
+    assert info.value.filename == str(target) and ".tmp" not in str(info.value)
+    assert f"cannot write {target}: cannot create a file in {tmp_path}" in str(info.value)
+
+
+def test_atomic_write_names_the_part_of_the_path_that_is_not_a_folder(tmp_path: Path) -> None:
+    (tmp_path / "afile").write_text("")
+    for target in (tmp_path / "afile" / "g.html", tmp_path / "afile" / "sub" / "g.html"):
+        with pytest.raises(NotADirectoryError, match=f"{tmp_path / 'afile'} is not a folder"):
+            with tio.atomic_write(target, "w"):
+                pass
+    assert _listing(tmp_path) == ["afile"]
+
+
 # --------------------------------------------------------------------------- npz
 
 
@@ -236,3 +260,14 @@ def test_book_pickle_garbage_and_missing(tmp_path: Path) -> None:
         load_book_pickle(path)
     with pytest.raises(FileNotFoundError, match="absent.pkl"):
         load_book_pickle(tmp_path / "absent.pkl")
+
+
+def test_atomic_write_expands_the_home_folder(tmp_path, monkeypatch):
+    from tinygrad_cnn.io import atomic_write
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    with atomic_write("~/sub/params.txt", "w") as f:
+        f.write("ok")
+    assert (tmp_path / "home" / "sub" / "params.txt").read_text() == "ok"
+    assert not (tmp_path / "~").exists()

@@ -343,17 +343,32 @@ def _describe(net, params: str | None) -> str:
     return f"{type(net).__name__} ({params or 'seed 0'}) on 100 mini-MNIST images"
 
 
+def _option_error(option: str, e: OSError | ValueError) -> OSError | ValueError:
+    """``e`` reworded as a complaint about a command-line option (no library prefixes)."""
+    reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    reason = re.sub(r"^(explore|atomic_write): ", "", reason)
+    return type(e)(f"{option}: {reason}")
+
+
 def cmd_graph(args: argparse.Namespace) -> int:
     from .viz import draw_graph, save_graph
 
+    if args.grads and args.html is not None and args.out is None:
+        raise ValueError(
+            "--grads labels the --out picture with gradient norms; the --html explorer always "
+            "shows them (press play): drop --grads, or add --out FILE.svg"
+        )
     net, loss = _demo_loss(args.model, args.params)
     if args.html is not None:
         from .viz import explore
 
-        page = explore(loss, args.html, title=f"{type(net).__name__} loss graph")
+        try:
+            page = explore(loss, args.html, title=f"{type(net).__name__} loss graph")
+        except (OSError, ValueError) as e:
+            raise _option_error("--html", e) from e
         print(f"wrote {page}: interactive explorer of {_describe(net, args.params)} "
               f"({page.stat().st_size / 1024:.0f} KiB, open it in a browser)")  # fmt: skip
-        if args.out is None:  # --out given too: write that as well
+        if args.out is None:  # with --html, the picture is drawn only when --out is given
             return 0
     graph = draw_graph(loss, show_grads=args.grads)
     path = save_graph(graph, args.out or "graph.svg")
@@ -642,16 +657,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=_path)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("graph", help="render a network's loss graph")
+    p = sub.add_parser(
+        "graph", help="render a network's loss graph",
+        description="Draw a network's loss graph on 100 bundled images: a picture (--out, "
+        "default graph.svg) or an interactive page (--html).",
+    )  # fmt: skip
     p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
     p.add_argument(
         "--params", type=_path, help="draw a trained network: params.npz (or the book's .pkl)"
     )
-    p.add_argument("--grads", action="store_true", help="annotate gradient norms")
+    p.add_argument("--grads", action="store_true",
+                   help="label the --out picture's edges with gradient norms")  # fmt: skip
     p.add_argument("--out", type=_path, help=".svg, .png, .pdf or .dot (default graph.svg)")
     p.add_argument(
         "--html", type=_path, metavar="FILE.html",
-        help="write the interactive explorer (one self-contained page) instead of --out",
+        help="write the interactive explorer (one self-contained page); the --out picture "
+        "is then drawn only if --out is given",
     )  # fmt: skip
     p.set_defaults(func=cmd_graph)
 

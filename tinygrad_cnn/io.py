@@ -64,8 +64,9 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
     Data goes to a temporary file ``.<name>.<pid>.<random>.tmp`` in the same directory,
     which is flushed, fsynced and then moved onto ``path`` with :func:`os.replace`. If the
     ``with`` block raises, the temporary file is deleted and any existing file at ``path`` is
-    left untouched. Missing parent directories are created. Temporary files of this naming
-    for the same ``path`` left behind by a killed writer are removed first.
+    left untouched. A leading ``~`` is the home folder; missing parent directories are
+    created. Temporary files of this naming for the same ``path`` left behind by a killed
+    writer are removed first.
 
     Parameters
     ----------
@@ -84,14 +85,15 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
     """
     if mode not in ("wb", "w", "wt"):
         raise ValueError(f"atomic_write supports modes 'wb', 'w' and 'wt', not {mode!r}")
-    path = Path(path)
+    path = Path(path).expanduser()  # "~/x.npz" is the home folder, not a folder named "~"
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
+        # The innermost ancestor that exists is the one in the way.
+        blocker = next((p for p in path.parents if os.path.lexists(p)), path.parent)
         raise NotADirectoryError(
-            errno.ENOTDIR, f"atomic_write: cannot write {path}: a parent of it is not a folder",
-            str(path),
-        ) from None  # fmt: skip
+            errno.ENOTDIR, f"cannot write {path}: {blocker} is not a folder", str(path)
+        ) from None
     if "b" not in mode and encoding is None:
         encoding = "utf-8"
     try:
@@ -107,7 +109,13 @@ def atomic_write(path: PathLike, mode: str = "wb", encoding: str | None = None) 
         perms = st.st_mode & 0o7777
     remove_stale_temp_files(path)
     prefix = f".{path.name}.{os.getpid()}."
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=".tmp")
+    except OSError as e:  # name the user's path, not the temporary file's
+        raise type(e)(
+            e.errno, f"cannot write {path}: cannot create a file in {path.parent} ({e.strerror})",
+            str(path),
+        ) from e  # fmt: skip
     try:
         with os.fdopen(fd, mode, encoding=encoding) as f:
             yield f

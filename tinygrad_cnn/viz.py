@@ -13,6 +13,7 @@ rendering an image does.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from .tensor import Tensor
 if TYPE_CHECKING:
     import graphviz
 
+    from .audit import AuditReport
     from .nn import Module
 
 __all__ = [
@@ -334,16 +336,42 @@ def plot_module(module: Module, x: Any, path: str | Path, t: Any = None, **kwarg
     return render_graph(root, path, **kwargs)
 
 
-def explore(root: Tensor | Sequence[Tensor], path: str | Path, **kwargs: Any) -> Path:
+def explore(
+    root: Tensor | Sequence[Tensor],
+    path: str | os.PathLike,
+    *,
+    audit: AuditReport | None = None,
+    title: str = "tinygrad_cnn graph",
+) -> Path:
     """Write the interactive HTML explorer of the graph ending at ``root`` to ``path``.
 
     One self-contained page (no network when viewed): click nodes for their statistics, fold
-    modules, search, and play the backward pass. ``kwargs`` (``audit``, ``title``) and the
-    details are in :func:`tinygrad_cnn.explore.explore`.
+    modules, search, and play the backward pass. Details in
+    :func:`tinygrad_cnn.explore.explore`.
+
+    Parameters
+    ----------
+    root : Tensor or sequence of Tensor
+        Usually the loss; not a leaf (a leaf, or a result made under ``no_grad``, has no graph).
+    path : str or os.PathLike
+        The ``.html`` file to write; ``~`` is expanded and missing folders are created.
+    audit : AuditReport, optional
+        ``audit_graph(root)``'s report, to show each op's verdict in its panel.
+    title : str
+        The page title.
+
+    Returns
+    -------
+    Path
+        The file written.
+
+    Examples
+    --------
+    >>> explore(net.loss(x, t), "graph.html")      # doctest: +SKIP
     """
     from .explore import explore as write_page
 
-    return write_page(root, path, **kwargs)
+    return write_page(root, path, audit=audit, title=title)
 
 
 def _graphviz() -> Any:

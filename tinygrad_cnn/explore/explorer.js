@@ -5,6 +5,7 @@
   const D = JSON.parse(document.getElementById("explorer-data").textContent);
   const NS = "http://www.w3.org/2000/svg"; // the SVG namespace name, never fetched
   const LINE = 12; // px between label lines
+  const TICK = 150; // ms between frames of the backward playback
   const S = { view: null, folded: new Set(), step: 0, timer: null, done: [], scale: 1 };
   const api = { data: D, state: S, ready: false, highlighted: S.done };
   for (const id in D.nodes) if (D.nodes[id].v === undefined) D.nodes[id].v = D.nodes[id].g;
@@ -239,6 +240,7 @@
     const shapes = (ids, n) => ids.map((i) => D.nodes[i].shape).join(" ") +
       (n > ids.length ? ` +${n - ids.length}` : "");
     section(panel, g.name, [["kind", g.kind], ["ops", g.ops], ["nodes", g.size],
+      ["module", modulePath({ g: gid }) || "-"],
       ["inputs", shapes(g.ins, g.nins) || "-"], ["outputs", shapes(g.outs, g.nouts) || "-"]]);
   }
 
@@ -263,25 +265,44 @@
     select(id);
     document.getElementById(id).scrollIntoView({ block: "center", inline: "center" });
   }
+  function modulePath(n) { // "SimpleConvNet.conv1": the modules holding a node, outermost first
+    return chain(n.g).reverse().filter((g) => D.groups[g].kind === "module")
+      .map((g) => D.groups[g].name).join(".");
+  }
+  function rank(id, n, q) { // 0 exact id or name, 1 name starts with q, 2 name holds q,
+    // 3 only the module path holds q, -1 no match. Shapes and dtypes are not searched.
+    const name = (n.k === "op" ? n.label : n.name).toLowerCase();
+    const words = [name, ...(n.k === "op" ? [name.split(" ")[0]] : [])];
+    if (id.toLowerCase() === q || words.includes(q)) return 0;
+    if (name.startsWith(q)) return 1;
+    if (name.includes(q)) return 2;
+    return modulePath(n).toLowerCase().includes(q) ? 3 : -1;
+  }
   function search(text) {
-    const q = text.trim().toLowerCase(), list = $("results");
+    const q = text.trim().toLowerCase(), list = $("results"), max = 50;
     list.textContent = "";
     list.hidden = !q;
     if (!q) return;
-    let count = 0;
+    const found = [];
     for (const id in D.nodes) {
-      const n = D.nodes[id];
-      const text = label0(n);
-      if (!text.toLowerCase().includes(q) && !(n.scope || "").toLowerCase().includes(q)) {
-        continue;
-      }
-      const li = document.createElement("li");
-      li.textContent = `${id}  ${text.replace("\n", "  ")}`;
-      li.addEventListener("click", () => { list.hidden = true; reveal(id); });
-      list.appendChild(li);
-      if (++count === 50) break;
+      const r = rank(id, D.nodes[id], q);
+      if (r >= 0) found.push([r, Number(id.slice(1)), id]);
     }
-    if (!count) list.appendChild(document.createElement("li")).textContent = "no match";
+    found.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+    for (const [, , id] of found.slice(0, max)) {
+      const n = D.nodes[id], li = list.appendChild(document.createElement("li"));
+      const what = n.k === "op" ? n.label : `${n.name} ${n.shape}`;
+      li.textContent = `${id.padEnd(6)} ${what}  `;
+      const where = li.appendChild(document.createElement("span"));
+      where.className = "where";
+      where.textContent = modulePath(n) || "(top level)";
+      li.addEventListener("click", () => { list.hidden = true; reveal(id); });
+    }
+    const note = list.appendChild(document.createElement("li"));
+    note.className = "note";
+    note.textContent = !found.length ? "no match"
+      : found.length > max ? `${max} of ${found.length} shown: type more to narrow`
+        : `${found.length} match${found.length === 1 ? "" : "es"}`;
   }
 
   // ------------------------------------------------------------------------ backward
@@ -307,24 +328,27 @@
     $("bw-status").textContent = D.order.length ? `${S.done.length}/${D.order.length}` +
       (S.done.length ? " " + D.nodes[S.done[S.done.length - 1]].label : "") : "no gradient";
   }
-  function step() {
+  function step(k = 1) { // compute the next k ops' gradients; false at the end
     if (S.done.length >= D.order.length) { pause(); return false; }
-    S.done.push(D.order[S.done.length]);
+    S.done.push(...D.order.slice(S.done.length, S.done.length + k));
     paintBackward();
     return true;
   }
   function pause() { clearInterval(S.timer); S.timer = null; $("bw-play").textContent = "play"; }
-  function play() {
+  function play() { // one op per tick, or several, so the pass takes at most the chosen time
     if (S.timer) { pause(); return; }
     if (S.done.length >= D.order.length) S.done.length = 0;
     $("bw-play").textContent = "pause";
-    S.timer = setInterval(step, 150);
+    const ticks = Math.max(1, (Number($("bw-speed").value) * 1000) / TICK);
+    const k = Math.ceil(D.order.length / ticks);
+    api.ticks = 0;
+    S.timer = setInterval(() => { api.ticks++; step(k); }, TICK);
   }
 
   // ------------------------------------------------------------------------------ wiring
   $("bw-play").addEventListener("click", play);
   $("bw-step").addEventListener("click", () => { pause(); step(); });
-  $("bw-end").addEventListener("click", () => { pause(); while (step()); });
+  $("bw-end").addEventListener("click", () => { pause(); step(D.order.length); });
   $("bw-reset").addEventListener("click", () => { pause(); S.done.length = 0; paintBackward(); });
   $("depth").addEventListener("change", (ev) => setDepth(ev.target.value));
   let pending = null;

@@ -121,6 +121,11 @@ def page_data(
     return _finish(groups, nodes, edges, order, norms, op_ids, t_ids, title)
 
 
+def plural(n: int, word: str) -> str:
+    """``"1 op"``, ``"2 ops"``."""
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def _ports(groups: Groups, nodes: dict, edges: list[tuple[str, str]]) -> dict[str, dict]:
     """The tensors flowing into and out of every group, by group id."""
     ports: dict[str, dict[str, list[str]]] = {g: {"ins": [], "outs": []} for g in groups.by_id}
@@ -164,11 +169,15 @@ def _finish(
         text = " ".join(nodes[i]["shape"] for i in ids)
         return text + (f" +{n - len(ids)}" if n > len(ids) else "")
 
-    labels = {
-        gid: f"\u25b8 {d['name']}\n{d['ops']} ops\nin {port_text(d['ins'], d['nins'])}"
-        f"\nout {port_text(d['outs'], d['nouts'])}"
-        for gid, d in gdata.items()
-    }
+    def group_label(d: dict[str, Any]) -> str:
+        lines = [f"\u25b8 {d['name']}", plural(d["ops"], "op")]
+        if d["nins"]:  # a group fed by nothing outside it (the first chunk) has no "in" line
+            lines.append("in " + port_text(d["ins"], d["nins"]))
+        if d["nouts"]:
+            lines.append("out " + port_text(d["outs"], d["nouts"]))
+        return "\n".join(lines)
+
+    labels = {gid: group_label(d) for gid, d in gdata.items()}
     plans = plan_views(groups)
     view_edges: dict[str, list[tuple[str, str]]] = {vid: [] for vid in plans}
     for a, b in edges:  # each edge goes to the views that hold one of its ends
