@@ -68,8 +68,19 @@ def describe(info: dict) -> str:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident set size of this process, in MB.
+
+    Linux's VmHWM belongs to this program's memory alone; ``ru_maxrss`` is not used there,
+    because a child started with fork + exec inherits the parent's peak in it (the parent here
+    holds PyTorch and the test set, ~780 MB, which every worker would then report).
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def load(data: str) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray], str]:
