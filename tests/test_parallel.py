@@ -425,3 +425,23 @@ def test_trainer_under_threads_is_deterministic(split_everything: None) -> None:
     first, again = train(2), train(2)
     assert_all_close(first, again, 0.0)
     assert_all_close(train(1), first, 1e-4)  # float32: rounding only
+
+
+def test_elementwise_splits_arrays_of_different_memory_orders(split_everything, two_blas_threads):
+    rng = np.random.default_rng(9)
+    g = np.ascontiguousarray(rng.standard_normal((4, 5, 6, 3))).transpose(1, 2, 3, 0)
+    m = rng.random((5, 6, 3, 4)) > 0.5  # C order: another layout than g's
+    out = np.empty((5, 6, 3, 4))
+    calls: list[tuple[int, ...]] = []
+
+    def mul(g: np.ndarray, m: np.ndarray, out: np.ndarray) -> None:
+        calls.append(out.shape)
+        np.multiply(g, m, out=out)
+
+    parallel.elementwise(mul, g, m, out)
+    np.testing.assert_array_equal(out, g * m)
+    assert len(calls) == 2 and sum(c[0] for c in calls) == 5  # halves of out's first axis
+    calls.clear()
+    parallel.elementwise(mul, g, m[:1], out)  # broadcasting: one call over everything
+    np.testing.assert_array_equal(out, g * m[:1])
+    assert calls == [(5, 6, 3, 4)]

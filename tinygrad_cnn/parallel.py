@@ -339,12 +339,18 @@ def elementwise(fn: Callable[..., Any], *arrays: np.ndarray, block: int | None =
     """Run ``fn(*arrays)`` (in-place or ``out=`` work, elementwise) over ranges of memory.
 
     The ranges are ``block`` (default ``BLOCK``) elements long, so an ``fn`` that makes several
-    passes finds its block still in the core's cache on the second. Falls back to one call
-    when the arrays do not share a dense memory order.
+    passes finds its block still in the core's cache on the second. Arrays of one shape in
+    different memory orders are split along the last one's outermost memory axis instead;
+    arrays of different shapes (broadcasting) get one call.
     """
     views = flat(*arrays)
-    if views is None:
-        fn(*arrays)
+    if views is None:  # layouts differ (e.g. a gradient meeting a mask of another order)
+        shape = arrays[0].shape
+        if arrays[0].ndim and all(a.shape == shape for a in arrays):
+            # blocks of the last array's outermost memory axis: it is written in runs
+            along(memory_order(arrays[-1])[0], shape, lambda s: fn(*(a[s] for a in arrays)))
+        else:
+            fn(*arrays)
         return
     n = views[0].size
     run(lambda lo, hi: fn(*(v[lo:hi] for v in views)), n, n, ranges=-(-n // (block or BLOCK)))
