@@ -572,7 +572,7 @@ case("files-book-pickle-code",
      ValueError, "evil.pkl", "refusing", "system", state=("net",))
 case("files-book-pickle-wrong-keys",
      lambda e: e.net.load_params(e.write("keys.pkl", pickle.dumps(book(W1=None, w1=np.zeros(3))))),
-     ValueError, "keys.pkl", "'W1'", state=("net",))
+     ValueError, "keys.pkl", "missing: W1; unexpected: w1", state=("net",))
 case("files-book-pickle-wrong-shape",
      lambda e: e.net.load_params(e.write("shape.pkl",
                                          pickle.dumps(book(W3=np.zeros((10, 100), np.float32))))),

@@ -1,16 +1,19 @@
-"""No trap between the book and us: im2col, params files under any name, params dicts."""
+"""No trap between the book and us: im2col, params files under any name, params dicts, and
+the traps a trial of the book's chapters 6 and 8 found (stored losses, NumPy on Tensors,
+labels, gradient dicts, Dropout, .pkl files, ``params``, BatchNorm arguments, image shapes)."""
 
 from __future__ import annotations
 
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tinygrad_cnn import cli, col2im, im2col
-from tinygrad_cnn.models import SimpleConvNet
-from tinygrad_cnn.nn import Linear, Module, Parameter
+from tinygrad_cnn import Tensor, cli, col2im, im2col, nn, no_grad
+from tinygrad_cnn.models import DeepConvNet, SimpleConvNet
+from tinygrad_cnn.nn import Dropout, Linear, Module, Parameter
 from tinygrad_cnn.optim import Adam
 
 book = cli._import_file(Path(__file__).resolve().parents[1] / "examples/book_layers/layers.py")
@@ -96,3 +99,237 @@ def test_our_trained_params_go_into_the_books_network(tmp_path):
     again.load_params(tmp_path / "params.pkl")  # through our array-only unpickler
     for a, b in zip(again.parameters(), net.parameters(), strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+# ---------------------------------------------------------------- traps of the book's ch. 6/8
+def small_net(**kwargs) -> SimpleConvNet:
+    conv = {"filter_num": 3, "filter_size": 3}
+    return SimpleConvNet((1, 8, 8), conv, 10, 4, "he", **{"seed": 0, **kwargs})
+
+
+def batch(n: int = 12, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Images (n, 1, 8, 8) whose label (0..3) is the brightest quadrant: learnable."""
+    rng = np.random.default_rng(seed)
+    t = rng.integers(0, 4, n)
+    x = rng.random((n, 1, 8, 8)).astype(np.float32) * 0.5
+    for i, k in enumerate(t):
+        x[i, 0, 4 * (k // 2) : 4 * (k // 2) + 4, 4 * (k % 2) : 4 * (k % 2) + 4] += 1
+    return x, t
+
+
+def test_stored_loss_tensors_that_hold_their_graphs_warn_once_per_network():
+    net, (x, t) = small_net(), batch()
+    kept = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(20):  # the book's Trainer: gradient, then loss, kept in a list
+            net.gradient(x, t)
+            kept.append(net.loss(x, t))
+    assert len(caught) == 1 and caught[0].category is UserWarning
+    message = str(caught[0].message)
+    assert "SimpleConvNet.loss: 9 loss Tensors" in message and "float(loss)" in message
+    assert "loss.item()" in message and "graph" in message
+    assert "float(loss)" in SimpleConvNet.loss.__doc__ and "float(loss)" in DeepConvNet.loss.__doc__
+
+
+@pytest.mark.parametrize(
+    "keep",
+    [lambda loss: float(loss), lambda loss: loss.item(), lambda loss: (loss.backward(), loss)[1]],
+    ids=["float", "item", "backpropagated"],
+)
+def test_numbers_and_backpropagated_losses_do_not_warn(keep):
+    net, (x, t) = small_net(), batch()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        kept = [keep(net.loss(x, t)) for _ in range(20)]
+        with no_grad():  # no graph at all
+            kept += [net.loss(x, t) for _ in range(20)]
+    assert len(kept) == 40
+
+
+def test_numpy_functions_take_tensors_and_never_end_in_a_system_error():
+    a = np.random.default_rng(0).random((3, 4)).astype(np.float32)
+    y = Tensor(a)
+    assert isinstance(np.argmax(y, axis=1), np.ndarray)  # the book's accuracy line
+    np.testing.assert_array_equal(np.argmax(y, axis=1), a.argmax(axis=1))
+    assert np.asarray(y).dtype == np.float32 and np.shares_memory(np.asarray(y), y.numpy())
+    assert not np.shares_memory(np.array(y, copy=True), y.numpy())
+    assert np.asarray(y, dtype=np.float64).dtype == np.float64
+    with pytest.raises(ValueError, match="copy=False"):
+        np.array(y, dtype=np.float64, copy=False)
+    for f in (np.sort, np.argsort, np.cumsum, np.unique, np.nonzero, np.median, np.round):
+        np.testing.assert_array_equal(f(y), f(a), err_msg=str(f))
+    np.testing.assert_array_equal(np.max(y, axis=1).numpy(), a.max(axis=1))  # as y.max(1)
+    np.testing.assert_allclose(np.mean(y).item(), a.mean(), rtol=1e-6)
+    with pytest.raises(TypeError, match="no out argument.*t.numpy"):
+        np.max(y, axis=1, out=np.zeros(3, np.float32))
+    objects = np.array([Tensor(1.0), Tensor(3.0), Tensor(2.0)], dtype=object)
+    assert objects.argmax() == 1  # an object array's comparisons need bool(Tensor)
+    assert bool(Tensor(2.0)) and not Tensor(0.0)
+    with pytest.raises(ValueError, match=r"truth value of a Tensor of shape \(3, 4\)"):
+        bool(y)
+
+
+def test_ufuncs_still_defer_to_tensors_or_refuse_them():
+    y = Tensor(np.ones(3, np.float32), requires_grad=True)
+    assert isinstance(np.ones(3, np.float32) + y, Tensor)  # the reflected operator
+    assert isinstance(np.ones(3, np.float32) * y, Tensor)
+    with pytest.raises(TypeError, match="does not support ufuncs"):
+        np.exp(y)
+    z = Tensor(np.ones(2, np.float32))
+    z += 1.0  # in-place operators still update a tensor outside a graph
+    np.testing.assert_array_equal(z.numpy(), [2, 2])
+
+
+@pytest.mark.parametrize("method", ["accuracy", "loss"])
+@pytest.mark.parametrize(
+    ("labels", "message"),
+    [
+        (np.zeros((12, 1), np.int64), r"labels must be \(N,\) integers or one-hot \(N, 4\) for "
+                                      r"12 images and 4 classes, got shape \(12, 1\); flatten.*"
+                                      r"t.ravel\(\)"),
+        (np.eye(6)[np.arange(12) % 6], r"labels must be .* one-hot \(N, 4\) .* 4 classes, "
+                                       r"got shape \(12, 6\)"),
+        (np.full(12, 4), r"labels must lie in \[0, 4\) for 4 classes, got values in \[4, 4\]"),
+        (np.zeros(12, np.float32), "1-D labels must be integers, got dtype float32"),
+        (np.zeros(5, np.int64), r"12 images but labels of shape \(5,\)"),
+    ],
+)  # fmt: skip
+def test_accuracy_checks_labels_as_loss_does(method, labels, message):
+    net, (x, _) = small_net(), batch()
+    with pytest.raises(ValueError, match=rf"SimpleConvNet\.{method}: {message}"):
+        getattr(net, method)(x, labels)
+
+
+def test_gradient_returns_new_arrays_and_sets_every_grad():
+    net, (x, t) = small_net(), batch()
+    first = net.gradient(x, t)
+    assert list(first) == [name for name, _ in net.named_parameters()] == list(net.params)
+    for name, p in net.named_parameters():
+        np.testing.assert_array_equal(first[name], p.grad)
+        assert not np.shares_memory(first[name], p.grad)
+    kept = {k: v.copy() for k, v in first.items()}
+    net.gradient(x[:4], t[:4])  # another batch: the dict the user holds stays as it was
+    assert all(np.array_equal(first[k], kept[k]) for k in kept)
+    assert "new arrays" in net.gradient.__doc__ and "zeroes" in net.gradient.__doc__.lower()
+
+
+def test_dropout_in_eval_mode_returns_a_tensor():
+    drop = Dropout(0.5, rng=0).eval()
+    x = np.ones((2, 3), np.float32)
+    y = drop(x)
+    assert isinstance(y, Tensor) and np.shares_memory(y.numpy(), x)
+    t = Tensor(x)
+    assert drop(t) is t
+
+
+def test_a_pkl_name_writes_the_books_pickle(tmp_path):
+    net = small_net()
+    net.save_params(tmp_path / "deep_convnet_params.pkl")  # the book's call
+    with open(tmp_path / "deep_convnet_params.pkl", "rb") as f:
+        params = pickle.load(f)  # the book's load_params
+    assert list(params) == list(SimpleConvNet.BOOK_KEYS)
+    np.testing.assert_array_equal(params["W1"], net.conv1.weight.numpy())
+    net.save_params(tmp_path / "ours.pkl", book=False)  # asked for: our .npz
+    assert (tmp_path / "ours.pkl").read_bytes()[:2] == b"PK"
+    with pytest.raises(ValueError, match=r"\.pkl name writes the book's pickle.*net\.npz"):
+        DeepConvNet(batch_norm=True).save_params(tmp_path / "net.pkl")
+    assert not (tmp_path / "net.pkl").exists()
+
+
+def book_sgd(lr: float):
+    class SGD:  # the book's, as printed
+        def __init__(self, lr=0.01):
+            self.lr = lr
+
+        def update(self, params, grads):
+            for key in params.keys():
+                params[key] -= self.lr * grads[key]
+
+    return SGD(lr)
+
+
+def book_adam(lr: float):
+    class Adam:  # the book's, as printed
+        def __init__(self, lr=0.001, beta1=0.9, beta2=0.999):
+            self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+            self.iter, self.m, self.v = 0, None, None
+
+        def update(self, params, grads):
+            if self.m is None:
+                self.m = {key: np.zeros_like(val) for key, val in params.items()}
+                self.v = {key: np.zeros_like(val) for key, val in params.items()}
+            self.iter += 1
+            lr_t = self.lr * np.sqrt(1.0 - self.beta2**self.iter) / (1.0 - self.beta1**self.iter)
+            for key in params.keys():
+                self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+                self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
+                params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+    return Adam(lr)
+
+
+@pytest.mark.parametrize("optimizer", [book_sgd(0.1), book_adam(0.01)], ids=["SGD", "Adam"])
+def test_the_books_optimizers_train_through_params(optimizer):
+    net, (x, t) = small_net(), batch(24)
+    before = net.conv1.weight.numpy().copy()
+    losses = []
+    for _ in range(15):
+        grads = net.gradient(x, t)
+        optimizer.update(net.params, grads)
+        losses.append(float(net.loss(x, t)))
+    assert not np.array_equal(net.conv1.weight.numpy(), before)  # updated in place
+    assert losses[-1] < 0.7 * losses[0], losses
+    with pytest.raises(AttributeError):
+        net.params = {}
+
+
+@pytest.mark.parametrize("cls", [nn.BatchNorm1d, nn.BatchNorm2d])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"momentum": 1.5}, "momentum must be a number in \\[0, 1\\].*1.5"),
+     ({"momentum": -0.1}, "momentum must be .*-0.1"), ({"momentum": "0.1"}, "momentum"),
+     ({"eps": 0.0}, "eps must be a positive number, got 0.0"), ({"eps": -1e-5}, "eps")],
+)  # fmt: skip
+def test_batch_norm_refuses_a_momentum_outside_0_1_and_eps_not_positive(cls, kwargs, message):
+    with pytest.raises(ValueError, match=f"{cls.__name__}: {message}"):
+        cls(5, **kwargs)
+    cls(5, momentum=0.0), cls(5, momentum=1.0), cls(5, eps=1e-7)  # the edges are fine
+
+
+@pytest.mark.parametrize(
+    ("shape", "hint"),
+    [((2, 784), r"x\.reshape\(-1, 1, 28, 28\) or .*load_mnist\(flatten=False\)"),
+     ((1, 28, 28), r"x\[None\]"), ((28, 28), r"x\[None, None\]"), ((2, 28, 28), r"x\[:, None\]"),
+     ((2, 28, 28, 1), r"x\.transpose\(0, 3, 1, 2\)")],
+)  # fmt: skip
+@pytest.mark.parametrize("cls", [SimpleConvNet, DeepConvNet])
+def test_wrong_image_shapes_say_how_to_fix_them(cls, shape, hint):
+    with pytest.raises(
+        ValueError, match=rf"{cls.__name__}: images must be \(N, 1, 28, 28\).*{hint}"
+    ):
+        cls(seed=0).predict(np.zeros(shape, np.float32))
+    with pytest.raises(ValueError, match=r"DeepConvNet: images .* got \(2, 1, 32, 32\)$"):
+        DeepConvNet(seed=0).predict(np.zeros((2, 1, 32, 32), np.float32))  # no hint to give
+
+
+def test_book_pickle_errors_speak_the_books_names(tmp_path):
+    net = small_net()
+    params = net.book_params()
+    del params["b3"]
+    (tmp_path / "missing.pkl").write_bytes(pickle.dumps(params))
+    with pytest.raises(
+        ValueError, match=r"not the book's SimpleConvNet parameters \(missing: b3\)$"
+    ):
+        net.load_params(tmp_path / "missing.pkl")
+    params = {**net.book_params(), "W2": np.zeros((5, 10), np.float32), "W9": np.zeros(1)}
+    (tmp_path / "extra.pkl").write_bytes(pickle.dumps(params))
+    with pytest.raises(ValueError, match=r"\(unexpected: W9\)$"):
+        net.load_params(tmp_path / "extra.pkl")
+    del params["W9"]
+    (tmp_path / "shape.pkl").write_bytes(pickle.dumps(params))
+    with pytest.raises(ValueError, match=r"W2 has shape \(5, 10\) in the file.*W2 has shape \(27,"):
+        net.load_params(tmp_path / "shape.pkl")
+    (tmp_path / "garbage.pkl").write_bytes(b"hello")
+    with pytest.raises(ValueError, match="garbage.pkl is not a pickle of the book's parameters"):
+        net.load_params(tmp_path / "garbage.pkl")

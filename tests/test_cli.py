@@ -145,3 +145,107 @@ def test_train_monitor_writes_its_records_and_picture(tmp_path, capsys):
     assert main([*args, "--out", str(tmp_path / "plain")]) == 0
     plain = json.loads((tmp_path / "plain" / "history.json").read_text())
     assert "monitor" not in plain and not (tmp_path / "plain" / "monitor.png").exists()
+
+
+def test_plot_draws_the_runs_own_initial_weights_as_train_did(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["train", "--epochs", "1", "--limit", "100", "--quiet", "--out", str(out)]
+    assert main([*argv, "--seed", "5", "--init", "0.01"]) == 0
+    from tinygrad_cnn.models import SimpleConvNet
+
+    start = SimpleConvNet(seed=5, weight_init_std=0.01).state_dict()
+    saved = np.load(out / "init_params.npz")
+    assert sorted(saved) == sorted(start)
+    for name, a in start.items():
+        np.testing.assert_array_equal(saved[name], a, err_msg=name)
+    params, moved = out / "params.npz", tmp_path / "elsewhere.npz"
+    for what in ("filters", "activations"):  # the same picture by both routes, to the byte
+        assert main(["plot", what, "--params", str(params), "--out", str(tmp_path / "p.png")]) == 0
+        assert (tmp_path / "p.png").read_bytes() == (out / f"{what}.png").read_bytes(), what
+    (out / "init_params.npz").rename(moved)
+    plot = ["plot", "filters", "--params", str(params), "--out", str(tmp_path / "f.png")]
+    assert main([*plot, "--init-params", str(moved)]) == 0
+    assert (tmp_path / "f.png").read_bytes() == (out / "filters.png").read_bytes()
+    capsys.readouterr()
+    assert main(plot) == 0  # unknown start: the trained filters alone, said so
+    assert "no init_params.npz next to" in capsys.readouterr().err
+    assert (tmp_path / "f.png").read_bytes() != (out / "filters.png").read_bytes()
+    assert main([*plot, "--init-params", str(tmp_path / "none.npz")]) == 2
+    assert "--init-params" in capsys.readouterr().err
+
+
+def test_a_params_file_of_another_model_names_the_options_that_read_it(tmp_path, capsys):
+    from tinygrad_cnn.models import DeepConvNet, SimpleConvNet
+
+    files = {"simple.npz": SimpleConvNet(seed=0), "deep.npz": DeepConvNet(seed=0),
+             "bn.npz": DeepConvNet(seed=0, batch_norm=True)}  # fmt: skip
+    for name, net in files.items():
+        net.save_params(tmp_path / name)
+    DeepConvNet(seed=0).save_params(tmp_path / "deep.pkl", book=True)
+    cases = [
+        ("deep.npz", [], "DeepConvNet parameters, not SimpleConvNet's: pass --model deepconvnet"),
+        ("deep.pkl", [], "DeepConvNet parameters, not SimpleConvNet's: pass --model deepconvnet"),
+        ("bn.npz", ["--model", "deepconvnet"], "pass --model deepconvnet --batch-norm"),
+        ("bn.npz", [], "DeepConvNet (batch norm) parameters, not SimpleConvNet's"),
+        ("deep.npz", ["--model", "deepconvnet", "--batch-norm"],
+         "pass --model deepconvnet without --batch-norm"),
+        ("simple.npz", ["--model", "deepconvnet"], "pass --model simpleconvnet"),
+    ]  # fmt: skip
+    for command in (["evaluate"], ["plot", "confusion"], ["graph"], ["audit"]):
+        for name, flags, words in cases:
+            assert main([*command, "--params", str(tmp_path / name), *flags]) == 2
+            err = capsys.readouterr().err
+            assert f"{tmp_path / name} holds " in err and words in err, (command, name, err)
+            assert "missing arrays" not in err
+    np.savez(tmp_path / "other.npz", w=np.zeros(3))  # fits no model: the loader's own words
+    assert main(["evaluate", "--params", str(tmp_path / "other.npz")]) == 2
+    assert "unexpected arrays ['w']" in capsys.readouterr().err
+
+
+def test_batch_norm_is_kept_on_resume_and_refused_elsewhere(tmp_path, capsys, monkeypatch):
+    import tinygrad_cnn.cli as cli
+
+    for drawing in ("_plot_accuracy", "_plot_pictures", "_graph"):  # tested elsewhere; slow here
+        monkeypatch.setattr(cli, drawing, lambda *args: [])
+    out = tmp_path / "run"
+    argv = ["train", "--model", "deepconvnet", "--limit", "50", "--batch-size", "50", "--quiet",
+            "--out", str(out)]  # fmt: skip
+    assert main([*argv, "--epochs", "1", "--batch-norm"]) == 0
+    assert "training DeepConvNet (batch norm)" in capsys.readouterr().out
+    assert main([*argv, "--epochs", "2", "--resume"]) == 0  # the checkpoint's batch norm
+    assert "training DeepConvNet (batch norm)" in capsys.readouterr().out
+    params = str(out / "params.npz")
+    assert main(["evaluate", "--model", "deepconvnet", "--batch-norm", "--params", params]) == 0
+    capsys.readouterr()
+    resume = [a if a != "deepconvnet" else "simpleconvnet" for a in argv]
+    assert main([*resume, "--epochs", "3", "--resume"]) == 2
+    assert "pass --model deepconvnet --batch-norm" in capsys.readouterr().err
+    for command in (["train", "--epochs", "1"], ["evaluate", "--params", params],
+                    ["plot", "filters", "--params", params], ["graph"], ["audit"]):  # fmt: skip
+        assert main([*command, "--batch-norm"]) == 2
+        assert "--batch-norm is an option of --model deepconvnet" in capsys.readouterr().err
+
+
+COMMANDS = [["train"], ["evaluate", "--params", "p"], ["plot", "filters", "--params", "p"],
+            ["graph"], ["audit"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_model_names_are_accepted_in_any_case(command):
+    from tinygrad_cnn.cli import build_parser
+
+    args = build_parser().parse_args([*command, "--model", "DeepConvNet"])
+    assert args.model == "deepconvnet"
+
+
+def test_plot_writes_the_format_out_names_or_refuses_it(tmp_path, capsys):
+    from tinygrad_cnn.models import SimpleConvNet
+
+    SimpleConvNet(seed=0).save_params(tmp_path / "p.npz")
+    plot = ["plot", "confusion", "--params", str(tmp_path / "p.npz"), "--out"]
+    assert main([*plot, str(tmp_path / "c.svg")]) == 0
+    assert (tmp_path / "c.svg").read_bytes()[:5] == b"<?xml"
+    assert main([*plot, str(tmp_path / "c.jpg")]) == 2
+    err = capsys.readouterr().err
+    assert "--out: " in err and "has suffix .jpg" in err and ".png, .svg or .pdf" in err
+    assert not (tmp_path / "c.jpg").exists()

@@ -121,7 +121,7 @@ def test_plot_mistakes_one_hot_labels_and_no_mistakes(tmp_path, net, data):
 
 def test_plot_mistakes_rejects_bad_input(tmp_path, net, data):
     x, t = data
-    with pytest.raises(ValueError, match=r"plot_mistakes: 120 images but labels t of shape \(5,\)"):
+    with pytest.raises(ValueError, match=r"plot_mistakes: labels t of shape \(5,\) for 120 images"):
         plot_mistakes(net, x, t[:5], tmp_path / "m.png")
     with pytest.raises(ValueError, match=r"plot_mistakes: x must be images .*\(120, 784\)"):
         plot_mistakes(net, x.reshape(120, -1), t, tmp_path / "m.png")
@@ -153,13 +153,88 @@ def test_plot_confusion_counts_every_test_image(tmp_path, net, data):
 def test_confusion_matrix_rejects_bad_input(tmp_path):
     with pytest.raises(ValueError, match=r"confusion_matrix: predicted labels span \[0, 10\]"):
         confusion_matrix([1, 2], [0, 10])
-    with pytest.raises(ValueError, match=r"labels t of shape \(1,\)"):
+    with pytest.raises(ValueError, match=r"labels predicted of shape \(1,\) for 2 images"):
         confusion_matrix([1, 2], [0])
     with pytest.raises(ValueError, match=r"plot_confusion_matrix: .* square .*\(2, 3\)"):
         plot_confusion_matrix(np.zeros((2, 3), np.int64), tmp_path / "c.png")
     with pytest.raises(ValueError, match="non-negative integer counts"):
         plot_confusion_matrix(np.full((2, 2), 0.5), tmp_path / "c.png")
     assert not (tmp_path / "c.png").exists()
+
+
+def test_labels_must_be_integers_or_one_hot_rows_of_the_class_count(tmp_path, net, data):
+    x, t = data
+    pred = predict_classes(net, x)
+    bad = {
+        "(N, 1)": t[:, None],
+        "one-hot too narrow": np.eye(5, dtype=np.float32)[t % 5],
+        "one-hot too wide": np.eye(12, dtype=np.float32)[t],
+    }
+    need = r"need integer labels \(N,\) = \(120,\) or one-hot rows \(N, 10\) = \(120, 10\)"
+    for labels in bad.values():
+        shape = rf"\({len(x)}, {labels.shape[1]}\)"
+        with pytest.raises(
+            ValueError, match=rf"confusion_matrix: labels true of shape {shape}.*{need}"
+        ):
+            confusion_matrix(labels, pred)
+        with pytest.raises(
+            ValueError, match=rf"confusion_matrix: labels predicted of shape {shape}"
+        ):
+            confusion_matrix(t, labels)
+        with pytest.raises(ValueError, match=rf"plot_confusion: labels t of shape {shape}"):
+            plot_confusion(net, x, labels, tmp_path / "c.png")
+        with pytest.raises(ValueError, match=rf"plot_mistakes: labels t of shape {shape}"):
+            plot_mistakes(net, x, labels, tmp_path / "m.png")
+    with pytest.raises(
+        ValueError, match=r"plot_mistakes: t labels span \[10, 19\], outside \[0, 10\)"
+    ):
+        plot_mistakes(net, x, t + 10, tmp_path / "m.png")  # would all count as mistakes
+    with pytest.raises(ValueError, match=r"plot_confusion: t labels span \[-1, 8\]"):
+        plot_confusion(net, x, t - 1, tmp_path / "c.png")
+    assert not (tmp_path / "c.png").exists() and not (tmp_path / "m.png").exists()
+    one_hot = np.eye(10, dtype=np.float32)
+    np.testing.assert_array_equal(confusion_matrix(one_hot[t], one_hot[pred]),
+                                  confusion_matrix(t, pred))  # fmt: skip
+
+
+# --------------------------------------------------------------------------------- formats
+@pytest.mark.parametrize(
+    "suffix, head", [(".svg", b"<?xml"), (".pdf", b"%PDF"), (".PNG", b"\x89PNG")]
+)
+def test_every_picture_is_written_in_the_format_its_suffix_names(tmp_path, net, data, suffix,
+                                                                 head):  # fmt: skip
+    x, t = data
+    w = net.conv1.weight.numpy()
+    acts = collect_activations(net, x[:10])
+    draw = {
+        "filters": lambda p: plot_filters(w, w, p),
+        "mistakes": lambda p: plot_mistakes(net, x, t, p),
+        "confusion": lambda p: plot_confusion(net, x, t, p),
+        "matrix": lambda p: plot_confusion_matrix(np.eye(3, dtype=np.int64), p),
+        "activations": lambda p: plot_activations(acts, acts, p),
+    }
+    for name, f in draw.items():
+        f(tmp_path / f"{name}{suffix}")
+        assert (tmp_path / f"{name}{suffix}").read_bytes()[: len(head)] == head, name
+        for wrong in ("x.jpg", "x"):
+            with pytest.raises(
+                ValueError, match=rf"plot_\w+: '.*{wrong}' has .*\.png, \.svg or \.pdf"
+            ):
+                f(tmp_path / wrong)
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [suffix] * 5  # nothing else written
+
+
+def test_the_trained_weights_alone_when_the_start_is_unknown(tmp_path, net, data):
+    x, _ = data
+    w = net.conv1.weight.numpy()
+    out = plot_filters(None, w, tmp_path / "f.png")
+    assert out["before"] is None and out["tiles"] == 6
+    np.testing.assert_array_equal(out["after"], filter_grid(w))
+    pixels = read_png(tmp_path / "f.png", 500, 1000)
+    assert dark_fraction(pixels[:, :450]) == 0 < dark_fraction(pixels[:, 550:])  # left blank
+    acts = collect_activations(net, x)
+    h = plot_activations(None, acts, tmp_path / "a.png")
+    assert h["relu1"]["first"] is None and h["relu1"]["last"].sum() == acts["relu1"].size
 
 
 # ----------------------------------------------------------------------------- activations

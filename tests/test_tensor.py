@@ -175,7 +175,17 @@ def test_tensors_are_hashable_by_identity():
     assert len({a, b, a}) == 2
     d = {a: "a", b: "b"}
     assert d[a] == "a" and d[b] == "b"
-    assert hash(a) == hash(a) and a == a and a != b
+    assert hash(a) == hash(a) and a in {a} and a not in {b}
+
+
+def test_equality_is_elementwise_like_numpy_and_pytorch():
+    y = Tensor(np.array([[0.1, 0.9], [0.8, 0.2]], dtype=np.float32))
+    t = np.array([1, 1])
+    hits = y.argmax(1) == t  # the book's accuracy line, on a Tensor
+    assert isinstance(hits, Tensor) and hits.numpy().tolist() == [True, False]
+    assert (y != Tensor(y.numpy())).numpy().sum() == 0
+    with pytest.raises(ValueError, match="ambiguous"):
+        bool(y == y)
 
 
 # ----------------------------------------------------------------------------- methods

@@ -16,15 +16,72 @@ OPTIMIZERS = ["sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam"]
 MODELS = ["simpleconvnet", "deepconvnet"]
 
 
-def _network(model: str, init: float | str | None = None, seed: int | None = 0):
-    """A fresh ``SimpleConvNet`` or ``DeepConvNet`` (``--model``); ``init`` None: the class's
-    default (the book's: 0.01 for SimpleConvNet, He for DeepConvNet)."""
+#: Every network the CLI builds, as (--model, --batch-norm).
+VARIANTS = (("simpleconvnet", False), ("deepconvnet", False), ("deepconvnet", True))
+
+
+def _network(
+    model: str, init: float | str | None = None, seed: int | None = 0, batch_norm: bool = False
+):
+    """A fresh ``SimpleConvNet`` or ``DeepConvNet`` (``--model``, ``--batch-norm``); ``init``
+    None: the class's default (the book's: 0.01 for SimpleConvNet, He for DeepConvNet)."""
     from .models import DeepConvNet, SimpleConvNet
 
     if model not in MODELS:
         raise ValueError(f"unknown model {model!r}; available: {', '.join(MODELS)}")
-    cls = SimpleConvNet if model == "simpleconvnet" else DeepConvNet
-    return cls(seed=seed) if init is None else cls(weight_init_std=init, seed=seed)
+    if batch_norm and model != "deepconvnet":
+        raise ValueError(
+            f"--batch-norm is an option of --model deepconvnet; {model} has no batch-norm variant"
+        )
+    kwargs = {"seed": seed} if init is None else {"seed": seed, "weight_init_std": init}
+    if model == "simpleconvnet":
+        return SimpleConvNet(**kwargs)
+    return DeepConvNet(batch_norm=batch_norm, **kwargs)
+
+
+def _variant_name(model: str, batch_norm: bool) -> str:
+    name = {"simpleconvnet": "SimpleConvNet", "deepconvnet": "DeepConvNet"}[model]
+    return name + (" (batch norm)" if batch_norm else "")
+
+
+def _wrong_variant(path: Path, fit: tuple[str, bool], given: tuple[str, bool]) -> ValueError:
+    """The error for a file of the variant ``fit`` read with the options ``given``."""
+    advice = f"pass --model {fit[0]}" + (" --batch-norm" if fit[1] else "")
+    if given[1] and not fit[1]:
+        advice += " without --batch-norm"
+    return ValueError(
+        f"{path} holds {_variant_name(*fit)} parameters, not {_variant_name(*given)}'s: {advice}"
+    )
+
+
+def _load_params(net, path: Path, model: str, batch_norm: bool, flag: str = "--params") -> None:
+    """``net.load_params(path)``; when the file fits another of the ``VARIANTS``, say which."""
+    _check_file(flag, path)
+    batch_norm = bool(batch_norm)  # the option is None when not given
+    try:
+        net.load_params(path)
+    except ValueError as first:
+        for fit in VARIANTS:
+            if fit == (model, batch_norm):
+                continue
+            try:
+                _network(fit[0], batch_norm=fit[1]).load_params(path)
+            except ValueError:
+                continue
+            raise _wrong_variant(path, fit, (model, batch_norm)) from first
+        raise
+
+
+def _checkpoint_variant(checkpoint: Path) -> tuple[str, bool] | None:
+    """The variant whose parameters (names and shapes) a checkpoint holds, if any."""
+    from .io import npz_info
+
+    saved = {k[6:]: shape for k, (shape, _) in npz_info(checkpoint).items() if k[:6] == "param/"}
+    for model, batch_norm in VARIANTS:
+        state = _network(model, batch_norm=batch_norm).state_arrays()
+        if saved == {k: a.shape for k, a in state.items()}:
+            return model, batch_norm
+    return None
 
 
 def _load(dataset: str, data_dir: str | None):
@@ -109,11 +166,15 @@ TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 0.001, "batch_size": 100, "seed": 0
 def _resume_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict, list[str]]:
     """Options for a resumed run: the checkpoint's, except an explicit ``--lr`` (said so).
 
-    An explicit option that contradicts what the checkpoint continues is refused.
+    An explicit option that contradicts what the checkpoint continues is refused. Batch
+    normalisation is read from the checkpoint's arrays (its ``norm*`` layers).
     """
     from .train import checkpoint_config
 
     saved = checkpoint_config(checkpoint)
+    found = _checkpoint_variant(checkpoint)  # None: load_checkpoint says what differs
+    if found is not None and (found[0] != args.model or args.batch_norm and not found[1]):
+        raise _wrong_variant(checkpoint, found, (args.model, bool(args.batch_norm)))
     given = {k: getattr(args, k) for k in TRAIN_DEFAULTS if getattr(args, k) is not None}
     if "init" in given:
         raise ValueError(
@@ -131,6 +192,7 @@ def _resume_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict, 
     settings["lr"] = given.get("lr")  # None: keep the checkpoint's
     if "seed" not in saved:  # a checkpoint of an earlier version: its seed is unknown
         settings["seed"] = None
+    settings["batch_norm"] = found[1] if found is not None else bool(args.batch_norm)
     notes = []
     if "lr" in given and "lr" in saved and given["lr"] != saved["lr"]:
         notes.append(f"lr {given['lr']} replaces the checkpoint's {saved['lr']}")
@@ -152,10 +214,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         given = {k: getattr(args, k) for k in TRAIN_DEFAULTS}
         settings, notes = {k: given[k] if given[k] is not None else v
                            for k, v in TRAIN_DEFAULTS.items()}, []  # fmt: skip
+        settings["batch_norm"] = bool(args.batch_norm)
     (x_train, t_train), (x_test, t_test) = _load(args.dataset, args.data_dir)
     if args.limit:
         x_train, t_train = x_train[: args.limit], t_train[: args.limit]
-    net = _network(args.model, settings["init"], settings["seed"])
+    net = _network(args.model, settings["init"], settings["seed"], settings["batch_norm"])
     lr = settings["lr"] or TRAIN_DEFAULTS["lr"]  # on resume, the checkpoint's replaces it
     trainer = Trainer(
         net, x_train, t_train, x_test, t_test,
@@ -171,7 +234,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     start = f"resumed from {checkpoint} after epoch {trainer.epoch}" if args.resume else ""
     seed = "of the checkpoint" if settings["seed"] is None else settings["seed"]
     print(
-        f"training {type(net).__name__} on {args.dataset} MNIST: {len(x_train):,} train / "
+        f"training {_variant_name(args.model, settings['batch_norm'])} on {args.dataset} "
+        f"MNIST: {len(x_train):,} train / "
         f"{len(x_test):,} test images, {args.epochs} epochs, batch {settings['batch_size']}, "
         f"{settings['optimizer']} lr={trainer.optimizer.lr}, "
         + (start if args.resume else f"init {settings['init']}")
@@ -179,15 +243,19 @@ def cmd_train(args: argparse.Namespace) -> int:
         + "".join(f"; {note}" for note in notes),
         flush=True,
     )
-    probe, filters_before, acts_first = _before_training(net, x_test)
-    history = trainer.train()
     out.mkdir(parents=True, exist_ok=True)
+    if not args.resume:  # the weights training starts from, for `plot filters|activations`
+        net.save_params(out / INIT_PARAMS)
+    initial = _initial_network(out / INIT_PARAMS, args.model, settings["batch_norm"])
+    probe, filters_before, acts_first = _before_training(initial, x_test)
+    history = trainer.train()
     net.save_params(out / "params.npz")
     from .io import atomic_write
 
     with atomic_write(out / "history.json", "w") as f:
         json.dump(history, f, indent=1)
     written = ["params.npz", "history.json", "checkpoint.npz"]
+    written += [] if args.resume else [INIT_PARAMS]
     written += _plot_accuracy(history, out / "accuracy.png")
     if history.get("monitor"):
         written += _plot_monitor(history, out / "monitor.png")
@@ -228,9 +296,25 @@ def _plot_accuracy(history: dict, path: Path) -> list[str]:
     return [path.name]
 
 
-def _before_training(net, x_test: np.ndarray):
+#: The weights a run starts from, written by ``train`` next to params.npz.
+INIT_PARAMS = "init_params.npz"
+#: How both routes (``train``'s pictures and ``plot``) title the two moments.
+MOMENTS = ("before training", "after training")
+
+
+def _initial_network(path: Path, model: str, batch_norm: bool, flag: str = "--params"):
+    """The network at the weights of ``path`` (a run's init_params.npz), or None if absent."""
+    if not path.is_file():
+        return None
+    net = _network(model, batch_norm=batch_norm)
+    _load_params(net, path, model, batch_norm, flag)
+    return net
+
+
+def _before_training(initial, x_test: np.ndarray):
     """What the pictures compare with: (probe images, first filters, activations) at the
-    weights training starts from (None when matplotlib is missing)."""
+    weights training starts from; filters and activations None when ``initial`` is None
+    (unknown), all three None when matplotlib is missing."""
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -238,7 +322,17 @@ def _before_training(net, x_test: np.ndarray):
     from .plots import collect_activations
 
     probe = x_test[:500]
-    return probe, net.conv1.weight.numpy().copy(), collect_activations(net, probe)
+    if initial is None:
+        return probe, None, None
+    return probe, initial.conv1.weight.numpy().copy(), collect_activations(initial, probe)
+
+
+def _unknown_start(params: Path) -> None:
+    print(
+        f"note: no {INIT_PARAMS} next to {params} (pass --init-params FILE), so the weights "
+        "before training are unknown: drawing the trained weights only",
+        file=sys.stderr,
+    )
 
 
 def _plot_pictures(net, filters_before, acts_first, probe, x_test, t_test, out: Path) -> list[str]:
@@ -248,35 +342,49 @@ def _plot_pictures(net, filters_before, acts_first, probe, x_test, t_test, out: 
         return []
     from . import plots
 
+    if filters_before is None:
+        _unknown_start(out / "params.npz")
     plots.plot_filters(filters_before, net.conv1.weight.numpy(), out / "filters.png")
     plots.plot_mistakes(net, x_test, t_test, out / "mistakes.png")
     plots.plot_confusion(net, x_test, t_test, out / "confusion.png")
-    labels = ("before training", "after training")
     acts_last = plots.collect_activations(net, probe)
-    plots.plot_activations(acts_first, acts_last, out / "activations.png", labels=labels)
+    plots.plot_activations(acts_first, acts_last, out / "activations.png", labels=MOMENTS)
     return ["filters.png", "mistakes.png", "confusion.png", "activations.png"]
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from . import plots
 
-    params = Path(args.params)
-    _check_file("--params", params)
+    params, out = Path(args.params), Path(args.out or f"{args.what}.png")
+    try:
+        plots.picture_format("plot", out)
+    except ValueError as e:
+        raise ValueError(f"--out: {str(e).split(': ', 1)[1]}") from None
+    net = _network(args.model, batch_norm=args.batch_norm)
+    _load_params(net, params, args.model, args.batch_norm)
+    initial = None
+    if args.what in ("filters", "activations"):
+        start = Path(args.init_params) if args.init_params else params.with_name(INIT_PARAMS)
+        if args.init_params:
+            _check_file("--init-params", start)
+        initial = _initial_network(start, args.model, args.batch_norm, "--init-params")
+        if initial is None:
+            _unknown_start(params)
+    elif args.init_params:
+        raise ValueError(f"--init-params is read by `plot filters|activations`, not {args.what}")
     _, (x_test, t_test) = _load(args.dataset, args.data_dir)
-    fresh, net = _network(args.model), _network(args.model)
-    net.load_params(params)
-    out = Path(args.out or f"{args.what}.png")
     if args.what == "filters":
-        plots.plot_filters(fresh.conv1.weight.numpy(), net.conv1.weight.numpy(), out)
+        before = None if initial is None else initial.conv1.weight.numpy()
+        plots.plot_filters(before, net.conv1.weight.numpy(), out)
     elif args.what == "mistakes":
         plots.plot_mistakes(net, x_test, t_test, out)
     elif args.what == "confusion":
         plots.plot_confusion(net, x_test, t_test, out)
     else:
         probe = x_test[:500]
-        plots.plot_activations(plots.collect_activations(fresh, probe),
-                               plots.collect_activations(net, probe), out,
-                               labels=("initial weights", "trained"))  # fmt: skip
+        first = None if initial is None else plots.collect_activations(initial, probe)
+        plots.plot_activations(first, plots.collect_activations(net, probe), out,
+                               labels=MOMENTS)  # fmt: skip
     print(f"wrote {out}")
     return 0
 
@@ -312,10 +420,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .nn import predict_classes
 
     params = Path(args.params)
-    _check_file("--params", params)
+    net = _network(args.model, batch_norm=args.batch_norm)
+    _load_params(net, params, args.model, args.batch_norm)
     _, (x_test, t_test) = _load(args.dataset, args.data_dir)
-    net = _network(args.model)
-    net.load_params(params)
     acc = accuracy(net, x_test, t_test)
     confusion = np.zeros((10, 10), dtype=np.int64)
     np.add.at(confusion, (t_test, predict_classes(net, x_test)), 1)
@@ -327,14 +434,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo_loss(model: str = "simpleconvnet", params: str | None = None):
+def _demo_loss(model: str = "simpleconvnet", params: str | None = None, batch_norm: bool = False):
     """(network, loss) of ``model`` (seed 0, or ``params``) on 100 bundled images."""
     from .data import load_mnist_mini
 
-    net = _network(model)
+    net = _network(model, batch_norm=batch_norm)
     if params is not None:
-        _check_file("--params", Path(params))
-        net.load_params(params)
+        _load_params(net, Path(params), model, batch_norm)
     (x, t), _ = load_mnist_mini()
     return net, net.loss(x[:100], t[:100])
 
@@ -358,7 +464,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
             "--grads labels the --out picture with gradient norms; the --html explorer always "
             "shows them (press play): drop --grads, or add --out FILE.svg"
         )
-    net, loss = _demo_loss(args.model, args.params)
+    net, loss = _demo_loss(args.model, args.params, args.batch_norm)
     if args.html is not None:
         from .viz import explore
 
@@ -385,7 +491,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit_graph
 
-    net, loss = _demo_loss(args.model, args.params)
+    net, loss = _demo_loss(args.model, args.params, args.batch_norm)
     report = audit_graph(loss)
     print(f"gradient audit of {_describe(net, args.params)}, float64")
     print(report)
@@ -596,6 +702,16 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in reports) else 1
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=str.lower, choices=MODELS, default="simpleconvnet",
+                   help="the network (any case)")  # fmt: skip
+    p.add_argument(
+        "--batch-norm", action="store_true", default=None,
+        help="DeepConvNet with batch normalisation (only with --model deepconvnet)"
+        + ("; --resume keeps the checkpoint's" if p.prog.endswith(" train") else ""),
+    )  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tinygrad-cnn",
@@ -604,7 +720,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train a network (default: the bundled mini MNIST)")
-    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
+    _model_options(p)
     p.add_argument(
         "--dataset",
         choices=["mini", "mnist"],
@@ -638,21 +754,27 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("plot", help="draw filters, mistakes, confusion or activations as a PNG")
+    p = sub.add_parser("plot", help="draw filters, mistakes, confusion or activations")
     p.add_argument("what", choices=["filters", "mistakes", "confusion", "activations"])
     p.add_argument("--params", type=_path, required=True,
                    help="params.npz (or the book's params.pkl)")  # fmt: skip
-    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
+    _model_options(p)
     p.add_argument("--dataset", choices=["mini", "mnist"], default="mini")
     p.add_argument("--data-dir", type=_path)
-    p.add_argument("--out", type=_path, help="the PNG to write (default WHAT.png)")
+    p.add_argument("--out", type=_path,
+                   help="the picture to write, .png, .svg or .pdf (default WHAT.png)")  # fmt: skip
+    p.add_argument(
+        "--init-params", type=_path, metavar="FILE",
+        help=f"filters/activations: the weights before training (default: the {INIT_PARAMS} "
+        "that train writes next to --params); without it the trained weights alone are drawn",
+    )  # fmt: skip
     p.set_defaults(func=cmd_plot)
 
     p = sub.add_parser("evaluate", help="test accuracy and confusion matrix of saved params")
     p.add_argument(
         "--params", type=_path, required=True, help="params.npz (or the book's params.pkl)"
     )
-    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
+    _model_options(p)
     p.add_argument("--dataset", choices=["mini", "mnist"], default="mini")
     p.add_argument("--data-dir", type=_path)
     p.set_defaults(func=cmd_evaluate)
@@ -662,7 +784,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Draw a network's loss graph on 100 bundled images: a picture (--out, "
         "default graph.svg) or an interactive page (--html).",
     )  # fmt: skip
-    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
+    _model_options(p)
     p.add_argument(
         "--params", type=_path, help="draw a trained network: params.npz (or the book's .pkl)"
     )
@@ -677,7 +799,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_graph)
 
     p = sub.add_parser("audit", help="check every op's backward in a network's loss graph")
-    p.add_argument("--model", choices=MODELS, default="simpleconvnet", help="the network")
+    _model_options(p)
     p.add_argument(
         "--params", type=_path, help="audit a trained network: params.npz (or the book's .pkl)"
     )

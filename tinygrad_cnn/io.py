@@ -332,9 +332,9 @@ def load_npz(
         missing = [k for k in expected if k not in members]
         extra = [k for k in members if k not in expected]
         if missing or extra:
-            raise ValueError(
-                f"{path}: missing arrays {missing}, unexpected arrays {extra}; nothing was read"
-            )
+            parts = [f"missing arrays {missing}"] if missing else []
+            parts += [f"unexpected arrays {extra}"] if extra else []
+            raise ValueError(f"{path}: {', '.join(parts)}; nothing was read")
         for key, shape in expected.items():
             found = members[key][1][0]
             if shape is not None and found != tuple(shape):

@@ -164,6 +164,13 @@ class _BatchNorm(Module):
                 num_features < 1):  # fmt: skip
             raise ValueError(f"{type(self).__name__}: num_features must be a positive int, "
                              f"got {num_features!r}")  # fmt: skip
+        who = type(self).__name__
+        if isinstance(momentum, bool) or not isinstance(momentum, int | float | np.number) or (
+                not 0 <= momentum <= 1):  # fmt: skip
+            raise ValueError(f"{who}: momentum must be a number in [0, 1] (the weight of the "
+                             f"new batch statistics), got {momentum!r}")  # fmt: skip
+        if isinstance(eps, bool) or not isinstance(eps, int | float | np.number) or not eps > 0:
+            raise ValueError(f"{who}: eps must be a positive number, got {eps!r}")
         C = int(num_features)
         self.weight = Parameter(np.ones(C, dtype)) if affine else None
         self.bias = Parameter(np.zeros(C, dtype)) if affine else None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import warnings
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,9 +31,30 @@ from .ops.conv import conv_output_size
 from .tensor import Tensor
 
 
-def _as_labels(t: Any) -> np.ndarray:
-    t = t.data if isinstance(t, Tensor) else np.asarray(t)
-    return t.argmax(axis=1) if t.ndim == 2 else t
+def check_labels(who: str, t: Any, n: int, k: int | None) -> np.ndarray:
+    """``t`` as an array after checking it as the loss does: integer labels (N,) in [0, K) or
+    one-hot rows (N, K), for ``n`` samples and ``k`` classes (not checked when None)."""
+    t = t.numpy() if isinstance(t, Tensor) else np.asarray(t)
+    classes = f"{k} classes" if k is not None else "K classes"
+    if t.ndim == 1 and t.dtype.kind not in "iu":
+        raise ValueError(f"{who}: 1-D labels must be integers, got dtype {t.dtype}")
+    if t.ndim in (1, 2) and len(t) != n:
+        raise ValueError(
+            f"{who}: {n} images but labels of shape {t.shape}; need (N,) or (N, {k or 'K'})"
+        )
+    if t.ndim == 1 and k is not None and len(t) and (t.min() < 0 or t.max() >= k):
+        raise ValueError(
+            f"{who}: labels must lie in [0, {k}) for {classes}, got values in "
+            f"[{t.min()}, {t.max()}]"
+        )
+    one_hot = t.ndim == 2 and t.shape[1] > 1 and (k is None or t.shape[1] == k)
+    if t.ndim != 1 and not one_hot:
+        hint = "; flatten (N, 1) labels with t.ravel()" if t.shape[1:] == (1,) else ""
+        raise ValueError(
+            f"{who}: labels must be (N,) integers or one-hot (N, {k or 'K'}) for {n} images "
+            f"and {classes}, got shape {t.shape}{hint}"
+        )
+    return t
 
 
 def _check_path(who: str, path: Any) -> str | os.PathLike:
@@ -40,22 +63,36 @@ def _check_path(who: str, path: Any) -> str | os.PathLike:
     return path
 
 
-def accuracy(net: Module, x: Any, t: Any, batch_size: int = 500) -> float:
+def accuracy(net: Module, x: Any, t: Any, batch_size: int = 500, who: str = "accuracy") -> float:
     """Fraction of the images ``x`` (N, C, H, W) whose predicted class is the label.
 
     The one accuracy of the package (``SimpleConvNet.accuracy``, ``Trainer`` and the CLI
-    use it). ``t`` holds integer labels (N,) or one-hot rows (N, K); every sample counts,
+    use it). ``t`` holds integer labels (N,) or one-hot rows (N, K), checked as the loss
+    checks them (K is ``net.output_size`` when the network has one); every sample counts,
     the last short batch too. Runs in eval mode without a graph (see ``predict_classes``).
     """
-    x = x.data if isinstance(x, Tensor) else np.asarray(x)
-    labels = _as_labels(t)
-    if labels.ndim != 1 or len(x) != len(labels):
-        raise ValueError(
-            f"accuracy: {len(x)} images but labels of shape {labels.shape}; need (N,) or (N, K)"
-        )
+    x = x.numpy() if isinstance(x, Tensor) else np.asarray(x)
+    if x.ndim == 0:
+        raise ValueError(f"{who}: images must be an array (N, ...), got a scalar")
+    labels = check_labels(who, t, len(x), getattr(net, "output_size", None))
+    labels = labels.argmax(axis=1) if labels.ndim == 2 else labels
     if len(x) == 0:
-        raise ValueError("accuracy: no samples")
+        raise ValueError(f"{who}: no samples")
     return float(np.mean(predict_classes(net, x, batch_size) == labels))
+
+
+#: More loss Tensors than this alive with their graphs: ``BookNetwork.loss`` warns once.
+_MAX_HELD_LOSSES = 8
+#: Per network, weak references to its loss Tensors that may still hold a graph (None once
+#: it has warned). Kept outside the network so copying or pickling it is unaffected.
+_HELD_LOSSES: weakref.WeakKeyDictionary[Module, list[weakref.ref[Tensor]] | None] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _holds_graph(t: Tensor) -> bool:
+    """True while ``t``'s graph is alive: backward frees it (``op.freed``) unless retained."""
+    return t.op is not None and not t.op.freed
 
 
 @contextmanager
@@ -71,43 +108,114 @@ def _mode(net: Module, training: bool) -> Iterator[None]:
 
 
 class BookNetwork(Module):
-    """What the book's networks share: ``accuracy``, ``gradient`` and their parameter files.
+    """What the book's networks share: ``loss``, ``accuracy``, ``gradient``, ``params`` and
+    their parameter files.
 
-    A subclass lists the book's parameter names in ``BOOK_KEYS``, in the order of
-    ``named_parameters()``, and overrides ``book_params`` / ``_from_book`` when a layout
-    differs from ours.
+    A subclass sets ``output_size``, lists the book's parameter names in ``BOOK_KEYS``, in the
+    order of ``named_parameters()``, and overrides ``book_params`` / ``_from_book`` when a
+    layout differs from ours.
     """
 
     BOOK_KEYS: tuple[str, ...] = ()
+    output_size: int
+
+    def loss(self, x: Any, t: Any) -> Tensor:
+        """Mean softmax cross-entropy of the logits ``self(x)`` (N, K) against ``t``: integer
+        labels (N,) in [0, K) or one-hot rows (N, K). Dropout follows the module's mode: on in
+        training mode, the default (the book's ``loss`` uses ``train_flg=True``); ``eval()``
+        turns it off.
+
+        Returns a one-element Tensor that holds the whole forward graph (about 150 MB for a
+        DeepConvNet batch of 100) until ``backward()`` frees it. To keep a record, store a
+        number, as the book's Trainer does: ``train_loss_list.append(float(loss))`` (or
+        ``loss.item()``); ``f"{loss:.4f}"`` prints one. More than 8 stored loss Tensors that
+        still hold their graph give one warning per network.
+        """
+        y = self(x)
+        checked = check_labels(f"{type(self).__name__}.loss", t, y.shape[0], y.shape[-1])
+        return self._watch(F.softmax_cross_entropy(y, t if isinstance(t, Tensor) else checked))
+
+    def _watch(self, loss: Tensor) -> Tensor:
+        """Keep a weak reference to ``loss``; warn once when too many graphs are kept alive."""
+        if loss.op is None:  # no_grad or eval without a graph: nothing is held
+            return loss
+        held = _HELD_LOSSES.get(self, [])
+        if held is None:  # warned already
+            return loss
+        held = [r for r in held if (kept := r()) is not None and _holds_graph(kept)]
+        held.append(weakref.ref(loss))
+        if len(held) <= _MAX_HELD_LOSSES:
+            _HELD_LOSSES[self] = held
+            return loss
+        _HELD_LOSSES[self] = None
+        warnings.warn(
+            f"{type(self).__name__}.loss: {len(held)} loss Tensors are alive that still hold "
+            "their whole forward graph (backward() was never called on them), and each keeps "
+            "its activations in memory. To record the loss, store a number as the book's "
+            "Trainer does: train_loss_list.append(float(loss)) (or loss.item()). "
+            "(Warned once per network.)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return loss
 
     def accuracy(self, x: Any, t: Any, batch_size: int = 100) -> float:
-        """Fraction of correct predictions over every sample (see :func:`accuracy`)."""
-        return accuracy(self, x, t, batch_size)
+        """Fraction of correct predictions over every sample (see :func:`accuracy`); ``t`` is
+        checked as ``loss`` checks it."""
+        return accuracy(self, x, t, batch_size, who=f"{type(self).__name__}.accuracy")
 
     def gradient(self, x: Any, t: Any) -> dict[str, np.ndarray]:
-        """Gradients of ``loss(x, t)`` by parameter name (``conv1.weight``, ...)."""
+        """Gradients of ``loss(x, t)``: a dict of new arrays, keyed by parameter name
+        (``conv1.weight``, ...; the keys of ``params``).
+
+        Zeroes and then sets ``.grad`` of every parameter (one backward), so an optimizer of
+        ours can step after it too; the dict's arrays are copies that a later ``gradient``
+        or ``backward`` leaves as they are.
+        """
         self.zero_grad()
         self.loss(x, t).backward()
-        return {name: p.grad for name, p in self.named_parameters()}
+        return {
+            name: np.zeros_like(p.numpy()) if p.grad is None else np.array(p.grad, copy=True)
+            for name, p in self.named_parameters()
+        }
 
-    def save_params(self, path: str | os.PathLike, book: bool = False) -> None:
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        """The book's ``network.params``: each parameter's array by name (the keys of
+        ``gradient``), the parameters' own memory, so the book's optimizers update the
+        network in place (``params[key] -= lr * grads[key]``)."""
+        return {name: p.data for name, p in self.named_parameters()}
+
+    def save_params(self, path: str | os.PathLike, book: bool | None = None) -> None:
         """Write the parameters atomically, under exactly this name.
 
-        Any name works (the book's ``params.pkl`` too): ``load_params`` tells the format
-        from the file's first bytes, not from its suffix. The default is an ``.npz`` archive;
-        ``book=True`` writes the book's own format instead, a pickled dict of arrays under
-        ``BOOK_KEYS`` (``W1 ... b3``) that the book's ``load_params`` reads.
+        ``book=None`` (the default) picks the format by the name: a ``.pkl`` name gets the
+        book's own format, as its ``network.save_params("params.pkl")`` writes it (a pickled
+        dict of arrays under ``BOOK_KEYS``, ``W1 ... b3``, that the book's ``load_params``
+        reads); any other name gets our ``.npz`` archive, which also holds BatchNorm's running
+        statistics. ``book=True`` or ``False`` forces one. ``load_params`` reads both under
+        any name (it looks at the content). A ``batch_norm=True`` network has no book format:
+        a ``.pkl`` name raises ``ValueError``.
         """
         from .io import atomic_write, save_npz
 
         path = _check_path("save_params", path)
+        if book is None:
+            book = Path(path).suffix.lower() == ".pkl"
+            if book and len(list(self.named_parameters())) != len(self.BOOK_KEYS):
+                raise ValueError(
+                    f"save_params: {path}: a .pkl name writes the book's pickle, which has no "
+                    f"place for this {type(self).__name__}'s extra layers (batch_norm=True?); "
+                    f"save under an .npz name, e.g. {Path(path).with_suffix('.npz').name}"
+                )
         if not book:
             save_npz(path, self.state_dict())
             return
         import pickle
 
+        params = self.book_params()
         with atomic_write(path) as f:
-            pickle.dump(self.book_params(), f, protocol=4)
+            pickle.dump(params, f, protocol=4)
 
     def book_params(self) -> dict[str, np.ndarray]:
         """The parameters under the book's names and layouts, as copies (the book's
@@ -127,7 +235,6 @@ class BookNetwork(Module):
 
     def _from_book(self, book: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """The book's arrays (keys already checked) by our parameter names."""
-        self._check_book_layout("load_params")
         names = [name for name, _ in self.named_parameters()]
         return {name: book[key] for name, key in zip(names, self.BOOK_KEYS, strict=True)}
 
@@ -135,22 +242,28 @@ class BookNetwork(Module):
         """Load parameters from our ``.npz`` or from the book's pickle (``BOOK_KEYS``), any name.
 
         The format comes from the content: a zip archive (``PK``) is read as ``.npz`` with
-        ``allow_pickle=False``; a pickle (protocol 0-5) goes through an unpickler that builds
-        nothing but arrays. All or nothing: every entry's name, shape and dtype is checked
-        (for an ``.npz`` from the headers, before any data is read) before any parameter
-        changes.
+        ``allow_pickle=False``; a pickle (protocol 0-5), or anything under a ``.pkl`` name,
+        goes through an unpickler that builds nothing but arrays, and its errors use the
+        book's names (``W7``, ``b8``). All or nothing: every entry's name, shape and dtype is
+        checked (for an ``.npz`` from the headers, before any data is read) before any
+        parameter changes.
         """
         from .io import check_state_dict, load_npz
-        from .picklesafe import load_book_pickle
+        from .picklesafe import check_book_params, load_book_pickle
 
         path = _check_path("load_params", path)
         params = self.state_arrays()  # parameters and buffers (BatchNorm running stats)
-        kind = _file_format(path)
-        if kind == "pickle":
-            book = load_book_pickle(path)
-            keys = list(self.BOOK_KEYS)
-            if sorted(book) != sorted(keys):
-                raise ValueError(f"load_params: {path} has keys {sorted(book)}, expected {keys}")
+        if _file_format(path) == "pickle":
+            self._check_book_layout("load_params")
+            try:
+                book = load_book_pickle(path)
+            except ValueError as e:
+                raise ValueError(
+                    f"load_params: {path} is not a pickle of the book's parameters ({e})"
+                ) from None
+            arrays = [p.numpy() for _, p in self.named_parameters()]
+            targets = dict(zip(self.BOOK_KEYS, arrays, strict=True))
+            book = check_book_params(book, targets, f"load_params({path})", type(self).__name__)
             state = self._from_book(book)
         else:
             state = load_npz(path, expected={name: a.shape for name, a in params.items()})
@@ -202,7 +315,7 @@ class SimpleConvNet(BookNetwork):
         self.fc1 = Linear(fn * ph * pw, hidden_size, init=std, rng=rng, dtype=dtype)
         self.relu2 = ReLU()
         self.fc2 = Linear(hidden_size, output_size, init=std, rng=rng, dtype=dtype)
-        self.input_dim = tuple(input_dim)
+        self.input_dim, self.output_size = tuple(input_dim), output_size
 
     BOOK_KEYS = ("W1", "b1", "W2", "b2", "W3", "b3")
 
@@ -210,6 +323,7 @@ class SimpleConvNet(BookNetwork):
         """Logits (N, output_size). Image arrays are cast to the parameters' dtype (float32)."""
         if not isinstance(x, Tensor):
             x = Tensor(np.asarray(x).astype(self.conv1.weight.dtype, copy=False))
+        _check_images("SimpleConvNet", x, self.input_dim, always=False)
         x = self.pool1(self.relu1(self.conv1(x)))
         return self.fc2(self.relu2(self.fc1(self.flatten(x))))
 
@@ -217,26 +331,56 @@ class SimpleConvNet(BookNetwork):
         """Logits (N, output_size) for images (N, C, H, W)."""
         return self(x)
 
-    def loss(self, x: Any, t: Any) -> Tensor:
-        """Mean softmax cross-entropy; ``t`` integer labels (N,) or one-hot (N, K)."""
-        t = t if isinstance(t, Tensor) else Tensor(np.asarray(t))
-        return F.softmax_cross_entropy(self.predict(x), t)
-
 
 #: First bytes of a pickle: PROTO (0x80) for protocols 2-5, a MARK or an empty dict/list
 #: opcode for protocols 0 and 1. Anything else is read as an ``.npz`` (a zip archive, ``PK``),
-#: whose loader names what else the file is (a single ``.npy``, an empty file...).
+#: whose loader names what else the file is (a single ``.npy``, an empty file...), except under
+#: a ``.pkl`` name, where the pickle loader says it is not the book's parameters.
 _PICKLE_STARTS = (b"\x80", b"(", b"}", b"]")
 
 
 def _file_format(path: str | os.PathLike) -> str:
-    """``"pickle"`` or ``"npz"``, from the first byte of ``path``, whatever its name."""
+    """``"pickle"`` or ``"npz"``, from the first byte of ``path`` (and its ``.pkl`` suffix
+    when that byte is neither)."""
     from .io import check_readable_file
 
     check_readable_file(Path(path))
     with open(path, "rb") as f:
         head = f.read(1)
-    return "pickle" if head in _PICKLE_STARTS else "npz"
+    if head in _PICKLE_STARTS:
+        return "pickle"
+    return "pickle" if head != b"P" and Path(path).suffix.lower() == ".pkl" else "npz"
+
+
+def _image_shape_hint(input_dim: tuple[int, ...], shape: tuple[int, ...]) -> str:
+    """How to fix images of ``shape`` for ``input_dim`` (C, H, W) in the usual mix-ups (flat
+    MNIST rows, a single image, no channel axis, channels last), or ``""``."""
+    shape, (C, H, W) = tuple(shape), input_dim
+    dims = ", ".join(map(str, input_dim))
+    if len(shape) == 2 and shape[1] == C * H * W:
+        return f"flat rows; use x.reshape(-1, {dims}) or load_mnist(flatten=False)"
+    if shape == input_dim:
+        return "a single image; add the batch axis with x[None]"
+    if C == 1 and shape == (H, W):
+        return "a single image; add the batch and channel axes with x[None, None]"
+    if C == 1 and shape[1:] == (H, W):
+        return "no channel axis; add it with x[:, None]"
+    if shape[1:] == (H, W, C):
+        return "channels last (N, H, W, C); use x.transpose(0, 3, 1, 2)"
+    return ""
+
+
+def _check_images(who: str, x: Tensor, input_dim: tuple[int, ...], always: bool) -> None:
+    """Refuse images that are not (N, *input_dim): every such shape when ``always``, else only
+    the mix-ups that have a hint (the layers' own errors name the layer for the rest)."""
+    if x.ndim == 4 and tuple(x.shape[1:]) == input_dim:
+        return
+    hint = _image_shape_hint(input_dim, x.shape)
+    if hint or always:
+        dims = ", ".join(map(str, input_dim))
+        raise ValueError(
+            f"{who}: images must be (N, {dims}), got {x.shape}" + (f": {hint}" if hint else "")
+        )
 
 
 #: The book's six convolutions (ch. 8): 3x3 filters, 16, 16, 32, 32 (pad 2), 64, 64.
@@ -328,6 +472,7 @@ class DeepConvNet(BookNetwork):
         for name, layer in layers:
             setattr(self, name, layer)
         self.input_dim, self.dropout_ratio = tuple(input_dim), dropout_ratio
+        self.output_size = output_size
 
     def _norm_layer(
         self, i: int, features: int, batch_norm: bool, dtype: Any
@@ -343,8 +488,7 @@ class DeepConvNet(BookNetwork):
         """Logits (N, output_size); Dropout follows the module's mode (``train()``/``eval()``)."""
         if not isinstance(x, Tensor):
             x = Tensor(np.asarray(x).astype(self.conv1.weight.dtype, copy=False))
-        if x.ndim != 4 or tuple(x.shape[1:]) != self.input_dim:
-            raise ValueError(f"DeepConvNet: images must be (N, *{self.input_dim}), got {x.shape}")
+        _check_images("DeepConvNet", x, self.input_dim, always=True)
         for layer in self._modules.values():
             x = layer(x)
         return x
@@ -353,13 +497,6 @@ class DeepConvNet(BookNetwork):
         """Logits (N, output_size) for images (N, C, H, W); dropout only if ``train_flg``."""
         with _mode(self, train_flg):
             return self(x)
-
-    def loss(self, x: Any, t: Any) -> Tensor:
-        """Mean softmax cross-entropy; ``t`` labels (N,) or one-hot (N, K). Dropout is on in
-        training mode, the default (the book's ``loss`` uses ``train_flg=True``); ``eval()``
-        turns it off."""
-        t = t if isinstance(t, Tensor) else Tensor(np.asarray(t))
-        return F.softmax_cross_entropy(self(x), t)
 
     def book_params(self) -> dict[str, np.ndarray]:
         k = 1 - self.dropout_ratio

@@ -378,8 +378,9 @@ class Dropout(Module):
         self.p, self.rng = p, _rng(rng)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x`` with dropout in training mode; ``x`` itself (as a Tensor) in eval mode."""
         if not self.training or self.p == 0:
-            return x
+            return x if isinstance(x, Tensor) else Tensor(x)
         keep = self.rng.random(x.shape) >= self.p
         return F.mul(x, Tensor(keep.astype(x.dtype) / x.dtype.type(1 - self.p)))
 

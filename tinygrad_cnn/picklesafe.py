@@ -14,9 +14,9 @@ from typing import IO, Any
 
 import numpy as np
 
-from .io import MAX_LOAD_BYTES, PathLike, check_readable_file
+from .io import MAX_LOAD_BYTES, PathLike, check_readable_file, check_state_dict
 
-__all__ = ["load_book_pickle"]
+__all__ = ["check_book_params", "load_book_pickle"]
 
 
 def _latin1_encode(text: str, encoding: str = "utf-8") -> bytes:
@@ -148,3 +148,38 @@ def load_book_pickle(path: PathLike, max_bytes: int = MAX_LOAD_BYTES) -> dict[st
         if value.dtype.hasobject:
             raise ValueError(f"{path}: array {key!r} has object dtype, which is refused")
     return {key: value.view(np.ndarray) for key, value in obj.items()}
+
+
+def check_book_params(
+    book: dict[str, np.ndarray], targets: dict[str, np.ndarray], who: str, network: str
+) -> dict[str, np.ndarray]:
+    """Check a loaded book pickle against a network's arrays, in the book's names.
+
+    Parameters
+    ----------
+    book : dict[str, np.ndarray]
+        What :func:`load_book_pickle` returned.
+    targets : dict[str, np.ndarray]
+        The network's parameter arrays under the book's keys (``W1, b1, ...``).
+    who, network : str
+        The caller and the network's class, named in error messages.
+
+    Returns
+    -------
+    dict[str, np.ndarray]
+        The arrays cast to the targets' dtypes, by the book's keys.
+    """
+    missing = [k for k in targets if k not in book]
+    extra = [k for k in book if k not in targets]
+    if missing or extra:
+        said = [f"missing: {', '.join(missing)}"] if missing else []
+        said += [f"unexpected: {', '.join(map(str, extra))}"] if extra else []
+        raise ValueError(f"{who}: not the book's {network} parameters ({'; '.join(said)})")
+    for key, target in targets.items():
+        shape = np.shape(book[key])
+        if shape != target.shape:
+            raise ValueError(
+                f"{who}: {key} has shape {shape} in the file, but this {network}'s {key} has "
+                f"shape {target.shape} (a network built with other sizes?)"
+            )
+    return check_state_dict(targets, book, who=who)

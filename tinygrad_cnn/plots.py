@@ -1,10 +1,11 @@
 """Pictures of what a network learned: filters, mistakes, confusion matrix, activations.
 
-Each ``plot_*`` function writes one PNG (atomically, with matplotlib's object API and no
-pyplot state) and returns the numbers behind it, so a test or a notebook can check them.
-matplotlib (the ``plot`` extra) is imported only when a picture is drawn. The network is
-observed from the outside: batched inference in eval mode without a graph, and
-:func:`collect_activations` through ``Module.register_forward_hook``.
+Each ``plot_*`` function writes one picture, in the format its suffix names (``.png``,
+``.svg`` or ``.pdf``; atomically, with matplotlib's object API and no pyplot state), and
+returns the numbers behind it, so a test or a notebook can check them. matplotlib (the
+``plot`` extra) is imported only when a picture is drawn. The network is observed from the
+outside: batched inference in eval mode without a graph, and :func:`collect_activations`
+through ``Module.register_forward_hook``.
 """
 
 from __future__ import annotations
@@ -26,11 +27,13 @@ from .tensor import Tensor
 
 __all__ = [
     "filter_grid", "plot_filters", "plot_mistakes", "confusion_matrix", "plot_confusion",
-    "plot_confusion_matrix", "collect_activations", "plot_activations",
+    "plot_confusion_matrix", "collect_activations", "plot_activations", "picture_format",
 ]  # fmt: skip
 
 DPI = 100
 MISTAKE_COLUMNS = 8
+#: The picture formats a ``path`` suffix may name.
+FORMATS = ("png", "svg", "pdf")
 
 
 def _figure(who: str, figsize: tuple[float, float]) -> Any:
@@ -41,10 +44,22 @@ def _figure(who: str, figsize: tuple[float, float]) -> Any:
     return Figure(figsize=figsize, layout="constrained")
 
 
-def _save(fig: Any, path: str | Path) -> Path:
-    path = Path(path)
+def picture_format(who: str, path: str | Path) -> str:
+    """The format that ``path``'s suffix names (one of :data:`FORMATS`), or a clear refusal."""
+    kind = Path(path).suffix.lower().lstrip(".")
+    if kind not in FORMATS:
+        suffix = f"suffix .{kind}" if kind else "no suffix"
+        raise ValueError(
+            f"{who}: {str(path)!r} has {suffix}; the suffix names the format written: "
+            ".png, .svg or .pdf"
+        )
+    return kind
+
+
+def _save(who: str, fig: Any, path: str | Path) -> Path:
+    path, kind = Path(path), picture_format(who, path)
     with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=DPI)  # no bbox "tight": the size is figsize * DPI
+        fig.savefig(f, format=kind, dpi=DPI)  # no bbox "tight": the size is figsize * DPI
     return path
 
 
@@ -55,15 +70,27 @@ def _array(who: str, name: str, a: Any) -> np.ndarray:
     return a
 
 
-def _labels(who: str, t: Any, n: int) -> np.ndarray:
-    """Integer labels (N,) from labels (N,) or one-hot rows (N, K)."""
-    t = _array(who, "t", t)
+def _labels(who: str, name: str, t: Any, n: int, k: int | None = None) -> np.ndarray:
+    """Integer labels (N,) in [0, K) from labels (N,) or one-hot rows (N, K).
+
+    ``k`` None (K not known yet) checks only the shape: N rows, and at least two columns.
+    """
+    t = _array(who, name, t)
+    width = t.shape[1] if t.ndim == 2 else None
+    if t.ndim not in (1, 2) or len(t) != n or width is not None and width != (k or max(width, 2)):
+        K = "K" if k is None else k
+        raise ValueError(
+            f"{who}: labels {name} of shape {t.shape} for {n} images; need integer labels "
+            f"(N,) = ({n},) or one-hot rows (N, {K}) = ({n}, {K})"
+        )
     if t.ndim == 2:
-        t = t.argmax(axis=1)
-    if t.ndim != 1 or len(t) != n:
-        raise ValueError(f"{who}: {n} images but labels t of shape {t.shape}; need (N,) or (N, K)")
+        return t.argmax(axis=1)
     if not np.issubdtype(t.dtype, np.integer):
-        raise TypeError(f"{who}: labels t must be integers (or one-hot rows), got {t.dtype}")
+        raise TypeError(f"{who}: labels {name} must be integers (or one-hot rows), got {t.dtype}")
+    if k is not None and t.size and (t.min() < 0 or t.max() >= k):
+        raise ValueError(
+            f"{who}: {name} labels span [{t.min()}, {t.max()}], outside [0, {k}) for {k} classes"
+        )
     return t.astype(np.int64, copy=False)
 
 
@@ -131,26 +158,32 @@ def filter_grid(w: Any, columns: int | None = None) -> np.ndarray:
     return grid[..., 0] if c == 1 else grid
 
 
-def plot_filters(before: Any, after: Any, path: str | Path) -> dict[str, Any]:
+def plot_filters(before: Any | None, after: Any, path: str | Path) -> dict[str, Any]:
     """Draw the first conv layer's filters (OC, C, KH, KW) before and after training.
 
-    The PNG is 1000 x 500 pixels: two grids side by side. Returns ``{"before": grid,
-    "after": grid, "tiles": OC}`` with the grids of :func:`filter_grid`.
+    The picture is 1000 x 500 pixels (at 100 dpi): two grids side by side, or only the
+    "after training" grid (on the right) when ``before`` is None (initial weights unknown).
+    Returns ``{"before": grid or None, "after": grid, "tiles": OC}`` with the grids of
+    :func:`filter_grid`.
     """
-    before = _array("plot_filters", "before", before)
+    picture_format("plot_filters", path)
     after = _array("plot_filters", "after", after)
-    if before.shape != after.shape:
-        raise ValueError(
-            f"plot_filters: before {before.shape} and after {after.shape} differ in shape"
-        )
-    grids = {"before": filter_grid(before), "after": filter_grid(after)}
+    if before is not None:
+        before = _array("plot_filters", "before", before)
+        if before.shape != after.shape:
+            raise ValueError(
+                f"plot_filters: before {before.shape} and after {after.shape} differ in shape"
+            )
+    grids = {"before": None if before is None else filter_grid(before),
+             "after": filter_grid(after)}  # fmt: skip
     fig = _figure("plot_filters", (10, 5))
     for ax, (name, grid) in zip(fig.subplots(1, 2), grids.items(), strict=True):
-        ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-        ax.set_title(f"{name} training ({len(before)} filters)")
         ax.axis("off")
-    _save(fig, path)
-    return {**grids, "tiles": len(before)}
+        if grid is not None:
+            ax.imshow(grid, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            ax.set_title(f"{name} training ({len(after)} filters)")
+    _save("plot_filters", fig, path)
+    return {**grids, "tiles": len(after)}
 
 
 # -------------------------------------------------------------------------------- mistakes
@@ -169,11 +202,13 @@ def plot_mistakes(
         ``indices`` (M,): every misclassified index, ascending; ``predicted``, ``true``,
         ``confidence`` (M,) for them; ``shown`` (<= n,): the indices drawn, in order.
     """
+    picture_format("plot_mistakes", path)
     x = _images("plot_mistakes", x)
-    t = _labels("plot_mistakes", t, len(x))
+    _labels("plot_mistakes", "t", t, len(x))  # the shape, before the forward pass
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise ValueError(f"plot_mistakes: n must be a positive int, got {n!r}")
     probs = _probabilities("plot_mistakes", net, x, batch_size)
+    t = _labels("plot_mistakes", "t", t, len(x), probs.shape[1])
     pred = probs.argmax(axis=1)
     wrong = np.flatnonzero(pred != t)
     conf = probs[wrong, pred[wrong]]
@@ -188,23 +223,25 @@ def plot_mistakes(
         img = x[i].transpose(1, 2, 0)  # (C, H, W) -> (H, W, C)
         ax.imshow(img[..., 0] if img.shape[2] == 1 else img, cmap="gray_r")
         ax.set_title(f"{pred[i]} ({probs[i, pred[i]]:.2f}) / {t[i]}", fontsize=9, color="red")
-    _save(fig, path)
+    _save("plot_mistakes", fig, path)
     return {"indices": wrong, "predicted": pred[wrong], "true": t[wrong], "confidence": conf,
             "shown": shown}  # fmt: skip
 
 
 # ------------------------------------------------------------------------------- confusion
 def confusion_matrix(true: Any, predicted: Any, num_classes: int = 10) -> np.ndarray:
-    """Counts (K, K) int64: row = true class, column = predicted class."""
-    true = _array("confusion_matrix", "true", true)
-    true = _labels("confusion_matrix", true, len(true) if true.ndim else -1)
-    predicted = _labels("confusion_matrix", predicted, len(true))
-    for name, a in (("true", true), ("predicted", predicted)):
-        if a.size and (a.min() < 0 or a.max() >= num_classes):
-            raise ValueError(
-                f"confusion_matrix: {name} labels span [{a.min()}, {a.max()}], outside "
-                f"[0, {num_classes})"
-            )
+    """Counts (K, K) int64: row = true class, column = predicted class.
+
+    ``true`` and ``predicted`` are integer labels (N,) in [0, K) or one-hot rows (N, K),
+    K = ``num_classes``.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(
+            f"confusion_matrix: num_classes must be a positive int, got {num_classes!r}"
+        )
+    n = len(np.shape(true)) and len(true)
+    true = _labels("confusion_matrix", "true", true, n, num_classes)
+    predicted = _labels("confusion_matrix", "predicted", predicted, n, num_classes)
     counts = np.bincount(true * num_classes + predicted, minlength=num_classes * num_classes)
     return counts.reshape(num_classes, num_classes)
 
@@ -214,6 +251,7 @@ def plot_confusion_matrix(matrix: Any, path: str | Path) -> np.ndarray:
 
     The PNG is 600 x 550 pixels. Returns the matrix (int64).
     """
+    picture_format("plot_confusion_matrix", path)
     m = _array("plot_confusion_matrix", "matrix", matrix)
     if m.ndim != 2 or m.shape[0] != m.shape[1] or m.size == 0:
         raise ValueError(f"plot_confusion_matrix: matrix must be square (K, K), got {m.shape}")
@@ -237,7 +275,7 @@ def plot_confusion_matrix(matrix: Any, path: str | Path) -> np.ndarray:
     acc = np.trace(m) / total if total else float("nan")
     ax.set_title(f"confusion matrix: {total} images, accuracy {acc:.4f}")
     fig.colorbar(image, ax=ax, label="log(1 + count)")
-    _save(fig, path)
+    _save("plot_confusion_matrix", fig, path)
     return m
 
 
@@ -245,8 +283,9 @@ def plot_confusion(
     net: Module, x: Any, t: Any, path: str | Path, num_classes: int = 10, batch_size: int = 500
 ) -> np.ndarray:
     """Predict ``x`` (N, C, H, W), count against labels ``t`` and draw the matrix (K, K)."""
+    picture_format("plot_confusion", path)
     x = _images("plot_confusion", x)
-    t = _labels("plot_confusion", t, len(x))
+    t = _labels("plot_confusion", "t", t, len(x), num_classes)
     pred = _probabilities("plot_confusion", net, x, batch_size).argmax(axis=1)
     return plot_confusion_matrix(confusion_matrix(t, pred, num_classes), path)
 
@@ -292,7 +331,7 @@ def collect_activations(
 
 
 def plot_activations(
-    acts_first: Mapping[str, Any],
+    acts_first: Mapping[str, Any] | None,
     acts_last: Mapping[str, Any],
     path: str | Path,
     bins: int = 30,
@@ -302,13 +341,18 @@ def plot_activations(
 
     Both mappings need the same layer names (as from :func:`collect_activations`). A layer's
     two histograms share ``bins`` edges spanning all its values, so every activation is
-    counted. The PNG is (100 + 300 * layers) x 550 pixels.
+    counted. ``acts_first`` None (the first moment unknown) leaves the top row empty. The
+    picture is (100 + 300 * layers) x 550 pixels (at 100 dpi).
 
     Returns
     -------
     dict
-        By layer: ``edges`` (bins + 1,), ``first`` and ``last`` counts (bins,).
+        By layer: ``edges`` (bins + 1,), ``first`` (None without ``acts_first``) and ``last``
+        counts (bins,).
     """
+    picture_format("plot_activations", path)
+    only_last = acts_first is None
+    acts_first = acts_last if only_last else acts_first
     if set(acts_first) != set(acts_last) or not acts_first:
         raise ValueError(
             f"plot_activations: need the same non-empty layers at both moments, got "
@@ -324,16 +368,19 @@ def plot_activations(
             raise ValueError(f"plot_activations: layer {name!r} is empty or not finite")
         lo, hi = float(min(a.min(), b.min())), float(max(a.max(), b.max()))
         edges = np.histogram_bin_edges(a, bins, range=(lo, hi if hi > lo else lo + 1))
-        out[name] = {"edges": edges, "first": np.histogram(a, edges)[0],
+        out[name] = {"edges": edges, "first": None if only_last else np.histogram(a, edges)[0],
                      "last": np.histogram(b, edges)[0]}  # fmt: skip
     fig = _figure("plot_activations", (1 + 3 * len(out), 5.5))
     axes = fig.subplots(2, len(out), squeeze=False)
     for j, (name, h) in enumerate(out.items()):
         for i, (key, label) in enumerate(zip(("first", "last"), labels, strict=True)):
             ax = axes[i, j]
+            if h[key] is None:
+                ax.axis("off")
+                continue
             ax.stairs(h[key], h["edges"], fill=True, color=f"C{i}")
             ax.set_title(f"{name} ({label})", fontsize=9)
             ax.set_yscale("log")  # ReLU outputs pile up at exactly 0
         axes[1, j].set_xlabel("activation")
-    _save(fig, path)
+    _save("plot_activations", fig, path)
     return out

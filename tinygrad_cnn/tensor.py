@@ -144,6 +144,32 @@ class Tensor:
         """The underlying array itself (not a copy; writes through it are not tracked)."""
         return self._data
 
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        """The values for NumPy (``np.asarray(t)``, ``np.argmax(t, axis=1)``, ``plt.plot(t)``).
+
+        The array itself, like ``numpy()``, unless ``dtype`` or ``copy=True`` asks for a new
+        one; ``copy=False`` with a ``dtype`` that needs a copy raises ``ValueError``, as NumPy
+        does. Writes through it are not tracked.
+        """
+        arr = self._data
+        if dtype is not None and np.dtype(dtype) != arr.dtype:
+            if copy is False:
+                raise ValueError(
+                    f"Tensor.__array__: copy=False, but dtype {np.dtype(dtype)} needs a copy of "
+                    f"the {arr.dtype} values"
+                )
+            return arr.astype(dtype)
+        return arr.copy() if copy else arr
+
+    def __bool__(self) -> bool:
+        """The truth of a one-element tensor (``if loss < 1:``); more elements are ambiguous."""
+        if self.size != 1:
+            raise ValueError(
+                f"the truth value of a Tensor of shape {self.shape} ({self.size} elements) is "
+                "ambiguous; use t.numpy().any() or t.numpy().all()"
+            )
+        return bool(self._data)
+
     def __float__(self) -> float:
         return float(self.item())
 
@@ -277,16 +303,20 @@ class Tensor:
     # step) or when it needs no gradient; on a leaf that requires grad, with recording on, it
     # would silently make a new tensor instead of updating the parameter, so it raises.
     def __iadd__(self, other: Any) -> Tensor:
-        return self._inplace("+=", np.add, other) or self + other
+        done = self._inplace("+=", np.add, other)
+        return self + other if done is None else done
 
     def __isub__(self, other: Any) -> Tensor:
-        return self._inplace("-=", np.subtract, other) or self - other
+        done = self._inplace("-=", np.subtract, other)
+        return self - other if done is None else done
 
     def __imul__(self, other: Any) -> Tensor:
-        return self._inplace("*=", np.multiply, other) or self * other
+        done = self._inplace("*=", np.multiply, other)
+        return self * other if done is None else done
 
     def __itruediv__(self, other: Any) -> Tensor:
-        return self._inplace("/=", np.divide, other) or self / other
+        done = self._inplace("/=", np.divide, other)
+        return self / other if done is None else done
 
     def _inplace(self, symbol: str, ufunc: Any, other: Any) -> Tensor | None:
         """Update this tensor's array in place and return it, or None to compute a new tensor
@@ -387,6 +417,14 @@ class Tensor:
     def __le__(self, other: Any) -> Tensor:
         return Tensor(self._data <= _value(other))
 
+    # Elementwise, as in NumPy and PyTorch (``y.argmax(1) == t`` counts matches); hashing
+    # stays by identity, so Tensors still work as dict keys and in sets.
+    def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor(self._data == _value(other))
+
+    def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
+        return Tensor(self._data != _value(other))
+
     @property
     def T(self) -> Tensor:
         return F.transpose(self, None)
@@ -446,8 +484,8 @@ class Tensor:
         return F.maximum(self, other)
 
     # Reductions and shape methods take functional's arguments (``axis``, or ``dim``).
-    def min(self, *args: Any, **kwargs: Any) -> Any:
-        return F.min(self, *args, **kwargs)
+    def min(self, axis: Axis = None, keepdims: bool = False, **dim: Any) -> Any:
+        return F.min(self, **_axes(axis, keepdims, dim))
 
     def var(self, *args: Any, **kwargs: Any) -> Any:
         return F.var(self, *args, **kwargs)
@@ -518,6 +556,13 @@ def _value(x: Any) -> Any:
 
 def _axes(axis: Any, keepdims: bool, alias: dict[str, Any]) -> dict[str, Any]:
     """``axis``/``keepdims`` for a reduction, with PyTorch's ``dim``/``keepdim`` accepted."""
+    numpy_args = {k: alias.pop(k) for k in ("out", "dtype") if k in alias}  # np.sum(t) passes
+    given = sorted(k for k, v in numpy_args.items() if v is not None)
+    if given:
+        raise TypeError(
+            f"reduction: a Tensor takes no {' or '.join(given)} argument (NumPy's np.sum/np.max "
+            "pass them); reduce t.numpy() with NumPy for that"
+        )
     unknown = sorted(set(alias) - {"dim", "keepdim"})
     if unknown:
         raise TypeError(f"reduction: unexpected keyword argument(s) {unknown}")
