@@ -333,3 +333,74 @@ def test_book_pickle_errors_speak_the_books_names(tmp_path):
     (tmp_path / "garbage.pkl").write_bytes(b"hello")
     with pytest.raises(ValueError, match="garbage.pkl is not a pickle of the book's parameters"):
         net.load_params(tmp_path / "garbage.pkl")
+
+
+# ----------------------------------------------------------------------------- third trial
+def test_params_dict_takes_in_place_updates_and_refuses_replacing_arrays():
+    from tinygrad_cnn.models import SimpleConvNet
+
+    net = SimpleConvNet(seed=0)
+    params = net.params
+    before = net.fc2.bias.numpy().copy()
+    params["fc2.bias"] -= 1.0  # the book's optimizers: in place, stored back
+    np.testing.assert_array_equal(net.fc2.bias.numpy(), before - 1.0)
+    with pytest.raises(TypeError, match="in place"):
+        params["fc2.bias"] = params["fc2.bias"] - 1.0
+    with pytest.raises(KeyError, match="conv1.weight"):
+        params["W1"]
+
+
+def test_the_stored_loss_warning_points_at_the_users_line():
+    import warnings
+
+    from tinygrad_cnn.models import SimpleConvNet
+
+    net = SimpleConvNet(seed=0)
+    x = np.random.default_rng(0).random((4, 1, 28, 28), dtype=np.float32)
+    kept = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(10):
+            net.gradient(x, np.arange(4))
+            kept.append(net.loss(x, np.arange(4)))
+    assert len(caught) == 1 and caught[0].filename == __file__
+
+
+def test_numpy_views_of_a_tensor_are_read_only_and_comparisons_name_the_operator():
+    from tinygrad_cnn import Tensor
+
+    p = Tensor(np.ones(3, np.float32), requires_grad=True)
+    with pytest.raises(ValueError, match="read-only"):
+        np.asarray(p)[0] = 5.0
+    assert np.array(p).flags.writeable  # np.array copies
+    assert bool((p == p).all()) and not bool((p != p).any())
+    with pytest.raises(ValueError, match=r"Tensor ==: shapes \(3,\) and \(2,\)"):
+        p == Tensor(np.ones(2))  # noqa: B015
+    with pytest.raises(ValueError, match="some_list"):
+        bool(p == p)
+
+
+def test_a_checkpoint_or_the_other_variant_given_as_params_says_what_it_is(tmp_path):
+    from tinygrad_cnn.models import DeepConvNet
+
+    DeepConvNet(batch_norm=True, seed=0).save_params(tmp_path / "bn.npz")
+    with pytest.raises(ValueError, match=r"batch_norm=True"):
+        DeepConvNet(seed=0).load_params(tmp_path / "bn.npz")
+    DeepConvNet(seed=0).save_params(tmp_path / "plain.npz")
+    with pytest.raises(ValueError, match=r"without batch normalisation"):
+        DeepConvNet(batch_norm=True, seed=0).load_params(tmp_path / "plain.npz")
+
+
+def test_a_checkpoint_given_as_params_is_named_as_one(tmp_path):
+    from tinygrad_cnn.train import Trainer
+
+    x = np.random.default_rng(0).random((20, 1, 28, 28), dtype=np.float32)
+    t = np.arange(20) % 10
+    net = SimpleConvNet(seed=0)
+    Trainer(net, x, t, x, t, epochs=1, mini_batch_size=10, verbose=False,
+            checkpoint=tmp_path / "checkpoint.npz").train()  # fmt: skip
+    with pytest.raises(ValueError, match="training checkpoint") as e:
+        SimpleConvNet(seed=0).load_params(tmp_path / "checkpoint.npz")
+    assert "optim/" not in str(e.value)
+    code = cli.main(["evaluate", "--params", str(tmp_path / "checkpoint.npz")])
+    assert code != 0

@@ -155,7 +155,7 @@ class BookNetwork(Module):
             "Trainer does: train_loss_list.append(float(loss)) (or loss.item()). "
             "(Warned once per network.)",
             UserWarning,
-            stacklevel=3,
+            stacklevel=_user_stacklevel(),
         )
         return loss
 
@@ -184,7 +184,8 @@ class BookNetwork(Module):
         """The book's ``network.params``: each parameter's array by name (the keys of
         ``gradient``), the parameters' own memory, so the book's optimizers update the
         network in place (``params[key] -= lr * grads[key]``)."""
-        return {name: p.data for name, p in self.named_parameters()}
+        book = dict(zip(self.BOOK_KEYS, (n for n, _ in self.named_parameters()), strict=False))
+        return _ParamsDict({name: p.data for name, p in self.named_parameters()}, book)
 
     def save_params(self, path: str | os.PathLike, book: bool | None = None) -> None:
         """Write the parameters atomically, under exactly this name.
@@ -266,7 +267,13 @@ class BookNetwork(Module):
             book = check_book_params(book, targets, f"load_params({path})", type(self).__name__)
             state = self._from_book(book)
         else:
-            state = load_npz(path, expected={name: a.shape for name, a in params.items()})
+            try:
+                state = load_npz(path, expected={name: a.shape for name, a in params.items()})
+            except ValueError as e:
+                hint = _file_hint(path, params)
+                if "checkpoint" in hint:  # its ~100 names would only hide what it is
+                    raise ValueError(f"load_params: {path} is not a params file{hint}") from None
+                raise ValueError(f"{e}{hint}") from None
         checked = check_state_dict(params, state, who=f"load_params({path})")
         self.load_state_dict(checked)
 
@@ -510,3 +517,61 @@ class DeepConvNet(BookNetwork):
         state["fc2.weight"] = state["fc2.weight"] * (k * k)
         state["fc2.bias"] = state["fc2.bias"] * k
         return state
+
+
+class _ParamsDict(dict):
+    """``network.params``: updated in place (``params[k] -= ...``); assigning a new array to a
+    key would change only this dict, so it is refused, and the book's ``W1`` keys get a hint."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], book: dict[str, str]) -> None:
+        super().__init__(arrays)
+        self._book = book
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in self and value is dict.__getitem__(self, key):
+            return  # ``params[k] -= x`` updated the array in place, then stores it back
+        raise TypeError(
+            f"params[{key!r}] = ... would replace the array in this dict only, not in the "
+            f"network; update it in place: params[{key!r}] -= lr * grad (or [...] = new)"
+        )
+
+    def __missing__(self, key: str) -> np.ndarray:
+        if key in self._book:
+            raise KeyError(
+                f"{key!r}: the book's name; here the parameters are named by layer: "
+                f"params[{self._book[key]!r}] (see book_params() for a dict under the book's names)"
+            )
+        raise KeyError(key)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a warning that points at the first frame outside tinygrad_cnn."""
+    import sys
+
+    frame, level = sys._getframe(1), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("tinygrad_cnn"):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _file_hint(path: Path, params: dict[str, np.ndarray]) -> str:
+    """What a params file that does not fit probably is: a checkpoint, or the other variant."""
+    from .io import npz_info
+
+    try:
+        names = set(npz_info(path))
+    except (OSError, ValueError):
+        return ""
+    if "meta" in names and any(n.startswith("param/") for n in names):
+        return (
+            " (this is a training checkpoint: load the params.npz next to it, or resume "
+            "with Trainer.load_checkpoint / tinygrad-cnn train --resume)"
+        )
+    norms = any(n.startswith("norm") for n in names)
+    if norms != any(n.startswith("norm") for n in params):
+        return (
+            " (it was saved by a network with batch_norm=True: build DeepConvNet(batch_norm=True))"
+            if norms
+            else " (it was saved without batch normalisation: build it with batch_norm=False)"
+        )
+    return ""

@@ -149,7 +149,7 @@ class Tensor:
 
         The array itself, like ``numpy()``, unless ``dtype`` or ``copy=True`` asks for a new
         one; ``copy=False`` with a ``dtype`` that needs a copy raises ``ValueError``, as NumPy
-        does. Writes through it are not tracked.
+        does. The view is read-only (``np.array(t)`` copies; ``t.numpy()`` is the raw array).
         """
         arr = self._data
         if dtype is not None and np.dtype(dtype) != arr.dtype:
@@ -159,14 +159,19 @@ class Tensor:
                     f"the {arr.dtype} values"
                 )
             return arr.astype(dtype)
-        return arr.copy() if copy else arr
+        if copy:
+            return arr.copy()
+        view = arr.view()  # read-only: a write here would escape the in-place checks
+        view.flags.writeable = False
+        return view
 
     def __bool__(self) -> bool:
         """The truth of a one-element tensor (``if loss < 1:``); more elements are ambiguous."""
         if self.size != 1:
             raise ValueError(
                 f"the truth value of a Tensor of shape {self.shape} ({self.size} elements) is "
-                "ambiguous; use t.numpy().any() or t.numpy().all()"
+                "ambiguous (as in `if a == b:` or `t in some_list`, since == is elementwise); "
+                "use (a == b).all() or .any(), and `any(x is t for x in some_list)` for lists"
             )
         return bool(self._data)
 
@@ -420,10 +425,18 @@ class Tensor:
     # Elementwise, as in NumPy and PyTorch (``y.argmax(1) == t`` counts matches); hashing
     # stays by identity, so Tensors still work as dict keys and in sets.
     def __eq__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return Tensor(self._data == _value(other))
+        return Tensor(_compare("==", np.equal, self, other))
 
     def __ne__(self, other: Any) -> Tensor:  # type: ignore[override]
-        return Tensor(self._data != _value(other))
+        return Tensor(_compare("!=", np.not_equal, self, other))
+
+    def all(self, axis: Any = None) -> Tensor:
+        """Whether every element (along ``axis``) is true: a bool Tensor, no gradient."""
+        return Tensor(np.all(self._data, axis=axis))
+
+    def any(self, axis: Any = None) -> Tensor:
+        """Whether any element (along ``axis``) is true: a bool Tensor, no gradient."""
+        return Tensor(np.any(self._data, axis=axis))
 
     @property
     def T(self) -> Tensor:
@@ -548,6 +561,18 @@ class Tensor:
         from .explore import notebook_html
 
         return notebook_html(self)
+
+
+def _compare(op: str, fn: Any, a: Tensor, other: Any) -> np.ndarray:
+    """Elementwise comparison; shapes that do not broadcast raise naming the operator."""
+    b = _value(other)
+    try:
+        return fn(a._data, b)
+    except ValueError:
+        raise ValueError(
+            f"Tensor {op}: shapes {a.shape} and {np.shape(b)} do not broadcast (== compares "
+            "elementwise; for identity use `is`)"
+        ) from None
 
 
 def _value(x: Any) -> Any:
