@@ -329,12 +329,9 @@ def load_npz(
     path = Path(path)
     members = _scan_npz(path, max_bytes)
     if expected is not None:
-        missing = [k for k in expected if k not in members]
-        extra = [k for k in members if k not in expected]
-        if missing or extra:
-            parts = [f"missing arrays {missing}"] if missing else []
-            parts += [f"unexpected arrays {extra}"] if extra else []
-            raise ValueError(f"{path}: {', '.join(parts)}; nothing was read")
+        diff = name_mismatch(expected, members, "missing arrays", "unexpected arrays")
+        if diff:
+            raise ValueError(f"{path}: {diff}; nothing was read")
         for key, shape in expected.items():
             found = members[key][1][0]
             if shape is not None and found != tuple(shape):
@@ -348,6 +345,17 @@ def load_npz(
             return out
     except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise ValueError(f"cannot load {path}: damaged .npz archive: {exc}") from exc
+
+
+def name_mismatch(expected: Any, found: Any, missing: str, unexpected: str) -> str:
+    """The names ``found`` lacks and the ones it has beyond ``expected`` (iterables of names),
+    as ``"missing arrays ['b'], unexpected arrays ['x']"``; only the non-empty parts, and ``""``
+    when the names agree."""
+    lacks = [k for k in expected if k not in found]
+    beyond = [k for k in found if k not in expected]
+    parts = [f"{missing} {lacks}"] if lacks else []
+    parts += [f"{unexpected} {beyond}"] if beyond else []
+    return ", ".join(parts)
 
 
 def check_state_dict(
@@ -380,10 +388,9 @@ def check_state_dict(
         raise TypeError(
             f"{who}: state must be a mapping of name -> array, got {type(state).__name__}"
         )
-    missing = [k for k in params if k not in state]
-    extra = [k for k in state if k not in params]
-    if strict and (missing or extra):
-        raise ValueError(f"{who}: missing parameters {missing}, unexpected entries {extra}")
+    diff = name_mismatch(params, state, "missing parameters", "unexpected entries")
+    if strict and diff:
+        raise ValueError(f"{who}: {diff}")
     out = {}
     for name, target in params.items():
         if name not in state:
