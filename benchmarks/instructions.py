@@ -72,7 +72,10 @@ def main() -> None:
         # The difference of two runs leaves out imports and set-up: per-step instructions.
         per_step = (count(repo, 2 + args.steps) - count(repo, 2)) / args.steps
         first = first or per_step
-        print(f"{repo}: {per_step / 1e6:8.2f} M instructions per step  ({per_step / first:.4f}x)")
+        print(
+            f"{repo}: {per_step / 1e6:8.2f} M instructions per step ({per_step:,.0f}; "
+            f"{per_step / first:.5f}x)"
+        )
 
 
 if __name__ == "__main__":

@@ -151,9 +151,9 @@ def torch_net(model: str, seed: int) -> tuple[Any, Any]:
     torch.manual_seed(seed)  # PyTorch's dropout masks
     tnn, layers = torch.nn, []
     ref = make_net(model, seed)
-    for name, m in ref.named_modules():
-        if not name or "." in name:
-            continue
+    named = [(name, m) for name, m in ref.named_modules() if name and "." not in name]
+    top = [m for _, m in named]
+    for i, (name, m) in enumerate(named):
         kind = type(m).__name__
         if kind == "Conv2d":
             oc, c, kh, kw = m.weight.shape
@@ -164,17 +164,26 @@ def torch_net(model: str, seed: int) -> tuple[Any, Any]:
             layer = getattr(tnn, kind)()
         elif kind == "MaxPool2d":
             layer = tnn.MaxPool2d(m.kernel_size, m.stride, m.padding)
-        elif kind == "Dropout":  # both inverted: scale the kept units by 1/(1-p) in training
+        elif kind == "Dropout":  # PyTorch's is inverted: scale the kept units by 1/(1-p)
             layer = tnn.Dropout(m.p)
         else:
             raise ValueError(f"torch_net: no PyTorch counterpart for layer {name} ({kind})")
         if kind in ("Conv2d", "Linear"):
+            # Next to the book's dropout (DeepConvNet's, not inverted) the same function with
+            # PyTorch's inverted one needs the weights times k = 1 - p of the dropout before
+            # and the weights and bias times k of the dropout after.
+            k_in, k_out = (_book_keep(top[j]) if 0 <= j < len(top) else 1.0 for j in (i - 1, i + 1))
             with torch.no_grad():
-                layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w)))
-                layer.bias.copy_(torch.from_numpy(m.bias.data))
+                layer.weight.copy_(torch.from_numpy(np.ascontiguousarray(w) * (k_in * k_out)))
+                layer.bias.copy_(torch.from_numpy(m.bias.data * k_out))
         layers.append(layer)
     net = tnn.Sequential(*layers)
     return net, torch.optim.Adam(net.parameters(), lr=LR)
+
+
+def _book_keep(m: Any) -> float:
+    """1 - p for a dropout of the book's kind (scaled at test time), else 1."""
+    return 1.0 - m.p if type(m).__name__ == "Dropout" and not m.inverted else 1.0
 
 
 def check_copy(model: str, seed: int, x: np.ndarray) -> float:

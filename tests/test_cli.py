@@ -220,6 +220,9 @@ def test_batch_norm_is_kept_on_resume_and_refused_elsewhere(tmp_path, capsys, mo
     resume = [a if a != "deepconvnet" else "simpleconvnet" for a in argv]
     assert main([*resume, "--epochs", "3", "--resume"]) == 2
     assert "pass --model deepconvnet --batch-norm" in capsys.readouterr().err
+    no_model = [a for a in argv if a not in ("--model", "deepconvnet")]
+    assert main([*no_model, "--epochs", "3", "--resume"]) == 0  # the checkpoint's network
+    assert "training DeepConvNet (batch norm)" in capsys.readouterr().out
     for command in (["train", "--epochs", "1"], ["evaluate", "--params", params],
                     ["plot", "filters", "--params", params], ["graph"], ["audit"]):  # fmt: skip
         assert main([*command, "--batch-norm"]) == 2
@@ -249,3 +252,26 @@ def test_plot_writes_the_format_out_names_or_refuses_it(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--out: " in err and "has suffix .jpg" in err and ".png, .svg or .pdf" in err
     assert not (tmp_path / "c.jpg").exists()
+
+
+def test_file_errors_read_without_errno_numbers(tmp_path, capsys):
+    from tinygrad_cnn.models import SimpleConvNet
+
+    params = tmp_path / "p.npz"
+    SimpleConvNet(seed=0).save_params(params)
+    missing = tmp_path / "nowhere.npz"
+    plot = ["plot", "filters", "--params", str(params), "--out", str(tmp_path / "f.png")]
+    cases = [(["evaluate", "--params", str(missing)], "--params"),
+             ([*plot, "--init-params", str(missing)], "--init-params")]  # fmt: skip
+    for argv, flag in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"tinygrad-cnn: error: {flag}: no such file: {missing}"), err
+        assert "Errno" not in err
+
+
+def test_graph_names_the_batch_norm_variant_it_drew(tmp_path, capsys):
+    for flag, what in (("--html", "interactive explorer"), ("--out", "loss graph")):
+        argv = ["graph", "--model", "deepconvnet", "--batch-norm", flag, str(tmp_path / "g")]
+        assert main([*argv[:-1], argv[-1] + (".html" if flag == "--html" else ".svg")]) == 0
+        assert f"{what} of DeepConvNet with batch norm (seed 0)" in capsys.readouterr().out

@@ -223,6 +223,28 @@ def test_the_books_training_forward_is_reproduced_too(tmp_path):
     np.testing.assert_allclose(ours, book, rtol=1e-10, atol=1e-12)
 
 
+def test_book_dropout_scales_at_test_time_and_keeps_units_unscaled_in_training():
+    from tinygrad_cnn.nn import Dropout
+
+    x = Tensor(np.arange(1, 9, dtype=np.float32).reshape(2, 4), requires_grad=True)
+    keep = np.array([[1, 0, 1, 1], [0, 0, 1, 0]], bool)
+    book, inverted = Dropout(0.25, inverted=False), Dropout(0.25)
+    for drop in (book, inverted):
+        drop.rng = FixedDraws(keep)
+    y = book(x)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.numpy(), x.numpy() * keep)
+    y.sum().backward()
+    np.testing.assert_array_equal(x.grad, keep.astype(np.float32))
+    np.testing.assert_allclose(inverted(x).numpy(), x.numpy() * keep / np.float32(0.75), rtol=1e-6)
+    book.eval()
+    inverted.eval()
+    y = book(x)
+    assert y.dtype == np.float32
+    np.testing.assert_array_equal(y.numpy(), x.numpy() * np.float32(0.75))
+    np.testing.assert_array_equal(inverted(x).numpy(), x.numpy())
+
+
 def test_bad_files_and_inputs_are_refused_with_clear_errors(tmp_path):
     net = DeepConvNet(seed=0)
     before = [p.numpy().copy() for p in net.parameters()]

@@ -271,3 +271,10 @@ def test_cli_errors_speak_of_the_option_and_html_writes_only_the_page(tmp_path, 
         main(["graph", "--help"])
     shown = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
     assert "a picture (--out, default graph.svg) or an interactive page (--html)" in shown
+
+
+def test_the_depth_field_says_what_empty_means():
+    _, loss = net_loss()
+    page = explore_html(loss)
+    assert 'id="depth" type="number" min="0" value="" placeholder="all"' in page
+    assert "empty: every level" in page

@@ -202,12 +202,16 @@ def _resume_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict, 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
+    given_model, args.model = args.model, args.model or "simpleconvnet"
     out = Path(args.out if args.out is not None else f"runs/{args.model}")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out: {out} exists and is not a folder")
     checkpoint = out / "checkpoint.npz"
     if args.resume and not checkpoint.is_file():
         raise FileNotFoundError(f"--resume: no checkpoint at {checkpoint}")
+    if args.resume and given_model is None:  # continue whichever network the checkpoint holds
+        found = _checkpoint_variant(checkpoint)
+        args.model = found[0] if found is not None else args.model
     if args.resume:
         settings, notes = _resume_settings(args, checkpoint)
     else:
@@ -446,7 +450,8 @@ def _demo_loss(model: str = "simpleconvnet", params: str | None = None, batch_no
 
 
 def _describe(net, params: str | None) -> str:
-    return f"{type(net).__name__} ({params or 'seed 0'}) on 100 mini-MNIST images"
+    norm = " with batch norm" if any(n.startswith("norm") for n, _ in net.named_modules()) else ""
+    return f"{type(net).__name__}{norm} ({params or 'seed 0'}) on 100 mini-MNIST images"
 
 
 def _option_error(option: str, e: OSError | ValueError) -> OSError | ValueError:
@@ -703,8 +708,12 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=str.lower, choices=MODELS, default="simpleconvnet",
-                   help="the network (any case)")  # fmt: skip
+    train = p.prog.endswith(" train")
+    p.add_argument(
+        "--model", type=str.lower, choices=MODELS, default=None if train else "simpleconvnet",
+        help="the network (any case); default simpleconvnet"
+        + (", or with --resume the checkpoint's" if train else ""),
+    )  # fmt: skip
     p.add_argument(
         "--batch-norm", action="store_true", default=None,
         help="DeepConvNet with batch normalisation (only with --model deepconvnet)"
@@ -853,7 +862,11 @@ def main(argv: list[str] | None = None) -> int:
         print("tinygrad-cnn: interrupted", file=sys.stderr)
         return 130
     except (OSError, ValueError, RuntimeError) as e:
-        msg = str(e).strip().replace("\n", " ")
+        msg = str(e)
+        if isinstance(e, OSError) and e.strerror:  # without the "[Errno 2]" in front
+            name = str(e.filename) if e.filename is not None else ""
+            msg = e.strerror + (f": {name}" if name and name not in e.strerror else "")
+        msg = msg.strip().replace("\n", " ")
         print(f"tinygrad-cnn: error: {msg}", file=sys.stderr)
         return 2
 

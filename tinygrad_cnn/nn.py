@@ -369,20 +369,39 @@ class Flatten(Module):
 
 
 class Dropout(Module):
-    """Inverted dropout: zeroes a fraction ``p`` in training and scales the rest by 1/(1-p)."""
+    """Zeroes a fraction ``p`` of the units in training mode.
 
-    def __init__(self, p: float = 0.5, rng: int | np.random.Generator | None = None) -> None:
+    ``inverted=True`` (the default, as in PyTorch): the kept units are scaled by 1/(1-p) in
+    training and eval mode returns ``x`` unchanged. ``inverted=False`` is the book's
+    ``Dropout`` (ch. 6): the kept units pass unscaled in training and eval mode multiplies
+    by 1-p. Both compute the same expected values; the next layer's weights differ by the
+    factor 1-p between the two (see ``models.DeepConvNet``, whose weights are stored for
+    inverted dropout and converted to and from the book's).
+    """
+
+    def __init__(
+        self,
+        p: float = 0.5,
+        rng: int | np.random.Generator | None = None,
+        inverted: bool = True,
+    ) -> None:
         super().__init__()
         if not 0 <= p < 1:
             raise ValueError(f"Dropout: p must be in [0, 1), got {p}")
-        self.p, self.rng = p, _rng(rng)
+        self.p, self.rng, self.inverted = p, _rng(rng), bool(inverted)
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x`` with dropout in training mode; ``x`` itself (as a Tensor) in eval mode."""
-        if not self.training or self.p == 0:
-            return x if isinstance(x, Tensor) else Tensor(x)
-        keep = self.rng.random(x.shape) >= self.p
-        return F.mul(x, Tensor(keep.astype(x.dtype) / x.dtype.type(1 - self.p)))
+        """``x`` (any shape) with dropout in training mode; in eval mode ``x`` itself (as a
+        Tensor), or ``x * (1 - p)`` when not ``inverted``."""
+        if not isinstance(x, Tensor):
+            x = Tensor(x)
+        if self.p == 0:
+            return x
+        scale = x.dtype.type(1 - self.p)
+        if not self.training:
+            return x if self.inverted else F.mul(x, Tensor(np.asarray(scale)))
+        keep = (self.rng.random(x.shape) >= self.p).astype(x.dtype)
+        return F.mul(x, Tensor(keep / scale if self.inverted else keep))
 
 
 class Sequential(Module):

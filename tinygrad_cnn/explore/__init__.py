@@ -44,7 +44,8 @@ PAGE = """<!doctype html>
 </head><body>
 <header id="bar">
   <span id="crumbs"></span>
-  <label>depth <input id="depth" type="number" min="0" value=""></label>
+  <label title="levels of modules shown open below this view; empty: every level">depth
+    <input id="depth" type="number" min="0" value="" placeholder="all"></label>
   <input id="search" type="search" placeholder="name, op, module or id" autocomplete="off"
     title="Case-insensitive: a tensor's name, an op's name or label, or a module path containing
 the text; or a node id such as n3 exactly. Exact matches first, then names, then modules.">
