@@ -10,10 +10,14 @@ import gzip
 import hashlib
 import http.server
 import inspect
+import itertools
 import logging
+import re
 import socket
 import threading
 import time
+import types
+import urllib.request
 from collections.abc import Iterator
 
 import numpy as np
@@ -222,3 +226,44 @@ def test_bad_local_files_are_named(tmp_path, payloads, monkeypatch) -> None:
     bad.write_bytes(b"\0\0\x08\x01\0\0\0\x03abc")
     with pytest.raises(ValueError, match=r"is corrupt or not MNIST: delete or replace it$"):
         load_mnist(tmp_path, download=False)
+
+
+# --------------------------------------------------------------------------- second pass
+
+
+def test_default_timeout_and_deadline_reach_every_download(tmp_path, payloads, server, monkeypatch):
+    """What the downloads get, not the signature (under mutmut ``load_mnist`` is a wrapper
+    that shows the original's signature). Each reading of the clock is 700 s later, so every
+    file misses the 600 s deadline after its first chunk; all four failures are listed."""
+    server.serve("/m/", payloads)
+    timeouts = []
+    real_urlopen = urllib.request.urlopen
+
+    def urlopen(url, *args, timeout, **kwargs):
+        timeouts.append(timeout)
+        return real_urlopen(url, *args, timeout=timeout, **kwargs)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    clock = itertools.count(0.0, 700.0)
+    monkeypatch.setattr(data, "time", types.SimpleNamespace(monotonic=lambda: next(clock)))
+    with pytest.raises(MNISTNotFoundError) as info:
+        load_mnist(tmp_path, mirrors=[f"{server.url}/m/"])
+    assert timeouts == [30.0] * 4
+    lines = [
+        re.escape(f"  {server.url}/m/{n}.gz: ValueError: not complete after the 600 s deadline (")
+        + r"[\d,]+ bytes\)"
+        for n in NAMES
+    ]
+    message = str(info.value)
+    assert re.search("\nDownload attempts:\n" + "\n".join(lines) + "\nPut the four", message)
+    assert message.endswith(
+        f"or point the {data.ENV_VAR} environment variable (or root=...) at a folder holding "
+        "them. load_mnist(subset='mini') works offline."
+    )
+
+
+def test_mini_set_is_normalized_by_default_in_both_splits() -> None:
+    (x, _), (xt, _) = load_mnist(subset="mini")
+    for images in (x, xt):
+        assert images.dtype == np.float32
+        assert images.min() == 0.0 and images.max() == 1.0

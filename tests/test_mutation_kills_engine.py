@@ -1,12 +1,15 @@
-"""Tests added while triaging mutmut's survivors in autograd.py and io.py's file handling.
+"""Tests added while triaging mutmut's survivors in autograd.py, backprop.py, optim.py and
+io.py's file handling.
 
 See scripts/MUTATION.md: hook registration errors, handles removed twice, the base class's
-messages and repr, the unbroadcast error, what kind of special file a refusal names, and
-which stale temporary files are kept.
+messages and repr, the unbroadcast error, what kind of special file a refusal names, which
+stale temporary files are kept; the optimizers' messages, accepted parameters and
+hyperparameters, and float32 arithmetic.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 import subprocess
@@ -17,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_cnn import Function, Tensor, on_op_backward, on_op_created
+from tinygrad_cnn import Function, Tensor, grad, on_op_backward, on_op_created
 from tinygrad_cnn.autograd import unbroadcast
 from tinygrad_cnn.io import atomic_write, check_readable_file, remove_stale_temp_files
+from tinygrad_cnn.optim import SGD, Adam, Momentum, Nesterov, Optimizer, RMSprop
 
 # --------------------------------------------------------------------------- hooks
 
@@ -257,3 +261,345 @@ def test_stale_temp_file_rules(tmp_path) -> None:
         writer.wait()
     assert sorted(removed) == sorted([old, day_old])
     assert link.is_symlink() and aim.read_bytes() == b"keep me"
+
+
+# --------------------------------------------------------------------------- optimizers
+
+
+class _Param:
+    """A bare parameter: ``.data``, ``.grad`` and ``.name``."""
+
+    def __init__(self, data: np.ndarray, grad=None, name: str | None = "w") -> None:
+        self.data, self.grad, self.name = data, grad, name
+
+
+def test_optimizer_refuses_plain_arrays_with_a_type_error() -> None:
+    # an ndarray has a .data (a memoryview) but no .name: still the clear TypeError
+    with pytest.raises(TypeError, match=r"^parameter 0 needs a floating-point ndarray as \.data$"):
+        SGD([np.zeros(3)])
+
+
+def test_optimizer_step_messages_for_a_bad_grad() -> None:
+    p = _Param(np.zeros(3))
+    opt = SGD([p])
+    p.grad = np.zeros(2)
+    with pytest.raises(ValueError, match=(
+        r"^parameter 0 \(w\): grad is \(2,\) float64, data is \(3,\) float64$"
+    )):  # fmt: skip
+        opt.step()
+    p.grad = [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError, match=(
+        r"^parameter 0 \(w\): grad is list \(not an array\), data is \(3,\) float64$"
+    )):  # fmt: skip
+        opt.step()
+    np.testing.assert_array_equal(p.data, np.zeros(3))
+
+
+def test_optimizer_load_state_dict_names_the_type_it_got() -> None:
+    with pytest.raises(TypeError, match=r"must be a dict \(or NpzFile\), got list$"):
+        SGD([_Param(np.zeros(3))]).load_state_dict([("step", 0)])
+
+
+@pytest.mark.parametrize(
+    ("cls", "name"),
+    [(Momentum, "momentum"), (Nesterov, "momentum"), (RMSprop, "decay_rate"),
+     (Adam, "beta1"), (Adam, "beta2")],
+)  # fmt: skip
+def test_optimizer_unit_interval_hyperparameters_exclude_one(cls, name) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be in \[0, 1\), got 1\.0$"):
+        cls([_Param(np.zeros(3))], **{name: 1.0})
+
+
+@pytest.mark.parametrize(
+    ("cls", "name"),
+    [(Momentum, "momentum"), (Nesterov, "momentum"), (RMSprop, "decay_rate"),
+     (Adam, "beta1"), (Adam, "beta2")],
+)  # fmt: skip
+def test_optimizer_unit_interval_hyperparameters_include_zero(cls, name) -> None:
+    assert getattr(cls([_Param(np.zeros(3))], **{name: 0.0}), name) == 0.0
+
+
+@pytest.mark.parametrize("name", ["lr", "weight_decay"])
+def test_optimizer_rate_messages_name_the_hyperparameter(name) -> None:
+    with pytest.raises(ValueError, match=rf"^{name} must be finite and >= 0, got -1\.0$"):
+        SGD([_Param(np.zeros(3))], **{name: -1.0})
+
+
+def test_optimizer_refuses_a_one_element_tensor_as_hyperparameter() -> None:
+    lr = Tensor(np.array([0.1]))  # float(lr) works, but it is not a scalar
+    with pytest.raises(TypeError, match=r"^lr must be a real number, got "):
+        SGD([_Param(np.zeros(3))], lr=lr)
+
+
+class _PlainSGD(Optimizer):
+    """A user optimizer that leaves ``weight_decay`` to the base class's default."""
+
+    def __init__(self, params, lr: float = 0.5) -> None:
+        super().__init__(params, lr)
+
+    def _update(self, w, g, st, tmp, t):
+        np.multiply(g, self.lr, out=tmp)
+        w -= tmp
+
+
+def test_optimizer_base_class_defaults_to_no_weight_decay() -> None:
+    p = _Param(np.array([1.0, -2.0]), grad=np.array([1.0, 1.0]))
+    opt = _PlainSGD([p])
+    assert opt.weight_decay == 0.0
+    opt.step()
+    np.testing.assert_array_equal(p.data, [0.5, -2.5])
+
+
+def test_optimizer_parameter_list_errors() -> None:
+    with pytest.raises(TypeError, match=(
+        r"^params must be an iterable of parameters, e\.g\. \[p\], not a parameter$"
+    )):  # fmt: skip
+        SGD(_Param(np.zeros(3), grad=np.zeros(3)))
+    with pytest.raises(ValueError, match=r"^SGD got an empty parameter list$"):
+        SGD([])
+    with pytest.raises(TypeError, match=r"^parameter 0 needs a floating-point ndarray as \.data$"):
+        SGD([object()])
+    with pytest.raises(TypeError, match=r"^parameter 1 \(fc\.b\) needs a floating-point "):
+        SGD([_Param(np.zeros(3)), _Param(np.zeros(3, np.int64), name="fc.b")])
+
+
+class _Group(list):
+    """An iterable of parameters that happens to carry a ``.data`` (but no ``.grad``)."""
+
+    data = "group metadata"
+
+
+def test_optimizer_accepts_any_iterable_and_empty_parameters_sharing_an_address() -> None:
+    base = np.zeros(4)
+    a, b = _Param(base[:0], name="a"), _Param(base[:0], name="b")  # empty: nothing to share
+    opt = SGD(_Group([a, b, _Param(np.zeros(2))]))
+    assert len(opt.params) == 3
+    with pytest.raises(ValueError, match=r"^parameter 1 \(b\) duplicates parameter 0 \(a\)$"):
+        SGD([_Param(base[:2], name="a"), _Param(base[:2], name="b")])
+
+
+def test_optimizer_steps_on_a_create_graph_tensor_grad() -> None:
+    w = Tensor(np.array([1.0, -2.0]), requires_grad=True)
+    (w * w).sum().backward(create_graph=True)
+    assert isinstance(w.grad, Tensor)
+    SGD([w], lr=0.25).step()
+    np.testing.assert_array_equal(w.numpy(), [0.5, -1.0])
+
+
+def _sgd_in(ct, w, g, lr, wd):
+    """One SGD step written from the docs: ``w - lr * (g + wd * w)`` evaluated in the compute
+    dtype ``ct`` (NumPy's rounding at each operation), rounded back to ``w``'s dtype once."""
+    wc, gc = w.astype(ct), g.astype(ct)
+    if wd:
+        gc = wc * wd + gc
+    return (wc - gc * lr).astype(w.dtype)
+
+
+def _adam_in(ct, w, g, lr, wd, b1, b2, eps, m, v, t):
+    """One Adam step as its docstring writes it (``p -= (lr * sqrt(c2) / c1) * m /
+    (sqrt(v) + eps * sqrt(c2))``), evaluated in ``ct`` and rounded back once."""
+    wc, gc = w.astype(ct), g.astype(ct)
+    if wd:
+        gc = wc * wd + gc
+    m = m * b1 + gc * (1.0 - b1)
+    v = v * b2 + gc * gc * (1.0 - b2)
+    root_c2 = math.sqrt(1.0 - b2**t)
+    wc = wc - m / (np.sqrt(v) + eps * root_c2) * (lr * root_c2 / (1.0 - b1**t))
+    return wc.astype(w.dtype), m, v
+
+
+@pytest.mark.parametrize("wd", [0.0, 0.5, 1.0])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_optimizer_updates_in_float32_arithmetic_and_rounds_back_once(dtype, wd) -> None:
+    """float32 parameters are updated in float32 and float16 ones in float32 then rounded
+    (module docs): bit for bit what NumPy's float32 arithmetic gives, not float64's."""
+    rng = np.random.default_rng(3)
+    w0 = rng.standard_normal(4096).astype(dtype)
+    grads = [rng.standard_normal(4096).astype(dtype) for _ in range(3)]
+    # crafted for the first lr: 1 + lr is a float16 midpoint in float32 (ties to 1.0) but past
+    # it in float64, and for float32 parameters 1 + float32(lr) is a float32 midpoint;
+    # for lr = 0.3: 0.9375 - 0.3 * 3.125 is 0 in float64 but -6e-8 with float32's 0.3
+    w0[:4], grads[0][:4] = [1.0, 1.0, 0.9375, -0.9375], [-1.0, -1.0, 3.125, -3.125]
+    tiny = 2.0**-11 + 2.0**-30 if dtype == np.float16 else 2.0**-24 + 2.0**-50
+    sgds = {lr: _Param(w0.copy()) for lr in (tiny, 0.3)}
+    q = _Param(w0.copy())
+    opts = [SGD([p], lr=lr, weight_decay=wd) for lr, p in sgds.items()]
+    opts.append(Adam([q], lr=0.01, weight_decay=wd))
+    want = {lr: w0.copy() for lr in sgds}
+    want_q, m, v = w0.copy(), np.zeros(w0.shape, np.float32), np.zeros(w0.shape, np.float32)
+    for t, g in enumerate(grads, 1):
+        for p in (*sgds.values(), q):
+            p.grad = g.copy()
+        for opt in opts:
+            opt.step()
+        want_q, m, v = _adam_in(np.float32, want_q, g, 0.01, wd, 0.9, 0.999, 1e-8, m, v, t)
+        np.testing.assert_array_equal(q.data, want_q)
+        for lr, p in sgds.items():
+            want[lr] = _sgd_in(np.float32, want[lr], g, lr, wd)
+            np.testing.assert_array_equal(p.data, want[lr])
+            assert p.data.dtype == dtype
+
+
+# --------------------------------------------------------------------------- in-place writes
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_an_unnamed_input_changed_in_place_is_reported_in_full(create_graph) -> None:
+    a = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    b = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    y = (a * b).sum()
+    b.data[...] = 0.0
+    with pytest.raises(RuntimeError, match=(
+        r"^backward: input 1 of Mul \(tensor, shape \(2,\)\) was changed in place after Mul "
+        r"saved it for backward \(version 0 -> 1\), so its gradient would be wrong\. Change it "
+        r"after backward\(\), or compute on a copy$"
+    )):  # fmt: skip
+        y.backward(create_graph=create_graph)
+
+
+# --------------------------------------------------------------------------- grad()
+
+
+def test_grad_returns_arrays_and_frees_the_graph_by_default() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    (g,) = grad(y, x)
+    assert type(g) is np.ndarray
+    np.testing.assert_array_equal(g, [2.0, 4.0])
+    with pytest.raises(RuntimeError, match=r"^grad: the graph was already freed"):
+        grad(y, x)
+
+
+def test_grad_argument_messages() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(TypeError, match=r"^grad: outputs\[0\] must be a Tensor, got ndarray$"):
+        grad([np.ones(2)], x)
+    with pytest.raises(TypeError, match=r"^grad: inputs\[1\] must be a Tensor, got ndarray$"):
+        grad((x * x).sum(), [x, np.ones(2)])
+    no_grad = Tensor(np.ones(3))
+    with pytest.raises(RuntimeError, match=r"^grad: input 0 \(shape \(3,\)\) does not require"):
+        grad((x * x).sum(), no_grad)
+    with pytest.raises(RuntimeError, match=(
+        r"^grad: grad_outputs can be omitted only for a scalar output, got shape \(2,\); "
+        r"pass grad_outputs with that shape$"
+    )):  # fmt: skip
+        grad(x * x, x)
+
+
+def test_grad_outputs_none_means_ones_for_every_output_and_one_array_is_for_one_output() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (g,) = grad(((x * x).sum(), (x * 3.0).sum()), x)
+    np.testing.assert_array_equal(g, [5.0, 7.0])
+    with pytest.raises(ValueError, match=r"^grad: got 1 grad_outputs for 2 outputs$"):
+        grad((x * x, x * 3.0), x, grad_outputs=np.ones(2))
+
+
+def test_grad_refuses_an_unused_input_before_freeing_the_graph() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    unused = Tensor(np.ones(3), requires_grad=True)
+    y = (x * x).sum()
+    with pytest.raises(RuntimeError, match=(
+        r"^grad: input 1 \(shape \(3,\)\) was not used to compute the outputs; "
+        r"pass allow_unused=True to get None for it$"
+    )):  # fmt: skip
+        grad(y, [x, unused])
+    g, none = grad(y, [x, unused], allow_unused=True)  # the graph is still there
+    np.testing.assert_array_equal(g, [2.0, 4.0])
+    assert none is None
+
+
+def test_grad_names_an_op_whose_graph_an_earlier_backward_freed() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    z = x * x
+    z.sum().backward()  # frees Mul
+    with pytest.raises(RuntimeError, match=(
+        r"^grad: the graph through Mul was already freed by an earlier backward\(\) or grad\(\); "
+        r"pass retain_graph=True to the first call$"
+    )):  # fmt: skip
+        grad((z * 2.0).sum(), x)
+
+
+class _NoGradient(Function, register=False):
+    """Identity whose backward gives no gradient to its input."""
+
+    def forward(self, x):
+        return x.copy()
+
+    def backward(self, gy):
+        return None
+
+
+def test_grad_refuses_an_input_whose_gradient_came_back_none() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(RuntimeError, match=(
+        r"^grad: input 0 \(shape \(2,\)\) was not used to compute the outputs; "
+        r"pass allow_unused=True to get None for it$"
+    )):  # fmt: skip
+        grad(_NoGradient.apply(x).sum(), x)
+    assert grad(_NoGradient.apply(x).sum(), x, allow_unused=True) == (None,)
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_grad_retain_graph_overrides_create_graph(create_graph) -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    grad(y, x, retain_graph=True, create_graph=create_graph)
+    (g,) = grad(y, x, retain_graph=False, create_graph=create_graph)
+    np.testing.assert_array_equal(np.asarray(g.numpy() if create_graph else g), [2.0, 4.0])
+    with pytest.raises(RuntimeError, match=r"^grad: the graph was already freed"):
+        grad(y, x)
+
+
+# --------------------------------------------------------------------------- create_graph path
+
+
+def test_create_graph_backward_inside_a_module_keeps_the_module_scope() -> None:
+    from tinygrad_cnn.autograd import module_scope
+
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with module_scope("critic"):
+        (g,) = grad((x * x).sum(), x, create_graph=True)
+        with pytest.raises(ValueError, match=r"\(in module critic\)$"):
+            g @ Tensor(np.ones(3))
+
+
+class _BadGraph(Function, register=False):
+    """``a * b`` whose ``backward_graph`` returns what the test asks for."""
+
+    reply: str
+
+    def forward(self, a, b):
+        return a * b
+
+    def backward(self, gy):
+        return gy, gy
+
+    def backward_graph(self, gy):
+        if self.reply == "one":
+            return gy
+        if self.reply == "array for b":
+            return gy, gy.numpy()
+        return gy.numpy(), None
+
+
+def test_create_graph_names_a_wrong_backward_graph() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(RuntimeError, match=(
+        r"^_BadGraph\.backward_graph returned 1 gradient\(s\) for 2 input"
+    )):  # fmt: skip
+        _BadGraph.apply(x, np.ones(2), reply="one").sum().backward(create_graph=True)
+    with pytest.raises(RuntimeError, match=(
+        r"^_BadGraph\.backward_graph returned a ndarray for input 0; "
+        r"it must return Tensors computed with Tensor ops$"
+    )):  # fmt: skip
+        _BadGraph.apply(x, np.ones(2), reply="array").sum().backward(create_graph=True)
+
+
+def test_create_graph_skips_inputs_that_need_no_gradient() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    (g,) = grad((x * Tensor(np.array([3.0, 4.0]))).sum(), x, create_graph=True)
+    np.testing.assert_array_equal(g.numpy(), [3.0, 4.0])
+    # what an op returns for an input that needs no gradient is not looked at
+    y = _BadGraph.apply(x, np.ones(2), reply="array for b").sum()
+    (g,) = grad(y, x, create_graph=True)
+    np.testing.assert_array_equal(g.numpy(), [1.0, 1.0])

@@ -7,16 +7,22 @@ exact boundaries of the IDX and state checks, and the optimizers' hyperparameter
 from __future__ import annotations
 
 import errno
+import os
+import subprocess
+import sys
+import types
 import warnings
 import zipfile
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+import tinygrad_cnn.io as tio
 from tinygrad_cnn import Tensor, optim
 from tinygrad_cnn.data import BatchIterator, read_idx
-from tinygrad_cnn.io import check_state_dict, load_npz, parse_idx, save_npz
+from tinygrad_cnn.io import check_state_dict, load_npz, npz_info, parse_idx, save_npz
 
 
 def _idx(magic: int, dims: tuple[int, ...], payload: bytes) -> bytes:
@@ -208,3 +214,255 @@ def test_get_optimizer_lists_bad_and_accepted_keywords() -> None:
         optim.get_optimizer("sgd", [_p()], beta=1, gamma=2)
     with pytest.raises(TypeError, match=r"accepted: lr, weight_decay"):
         optim.get_optimizer("SGD", [_p()], momentum=0.9)
+
+
+# --------------------------------------------------------------------------- second pass
+
+
+class _DictLike:
+    """Has ``keys`` and item access but is not a registered ``Mapping``."""
+
+    def __init__(self, **arrays: np.ndarray) -> None:
+        self._arrays = arrays
+
+    def keys(self):
+        return self._arrays.keys()
+
+    def __iter__(self):
+        return iter(self._arrays)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._arrays
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        return self._arrays[name]
+
+
+def test_check_state_dict_names_unexpected_entries_and_the_wrong_type() -> None:
+    params = {"a": np.zeros(2, np.float32), "b": np.zeros(3, np.float32)}
+    with pytest.raises(ValueError, match=r"^load_state_dict: unexpected entries \['x'\]$"):
+        check_state_dict(params, {"a": np.ones(2), "b": np.ones(3), "x": np.ones(1)})
+    both = r"^load_state_dict: missing parameters \['b'\], unexpected entries \['x'\]$"
+    with pytest.raises(ValueError, match=both):
+        check_state_dict(params, {"a": np.ones(2), "x": np.ones(1)})
+    with pytest.raises(TypeError, match=r"^load_state_dict: state must be a mapping .*, got list$"):
+        check_state_dict(params, [("a", np.ones(2))])
+    # duck typing: anything with keys() and item access is a state
+    out = check_state_dict(params, _DictLike(a=np.ones(2), b=np.arange(3)))
+    assert out["b"].dtype == np.float32 and out["b"].tolist() == [0.0, 1.0, 2.0]
+
+
+def test_no_cast_warning_escapes_for_an_integer_buffer() -> None:
+    """Integer targets exist (any user ``register_buffer`` of an integer array): casting NaN,
+    inf or 1e30 to them sets NumPy's invalid flag, which must not leak out as a
+    RuntimeWarning (an error under ``-W error``); the entry is refused instead."""
+    params = {"n": np.zeros(3, np.int8)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"entry 'n' \(float64\) has values the"):
+            check_state_dict(params, {"n": np.array([np.nan, np.inf, 1e30])})
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf, 1e30, 300, 1.5])
+def test_values_an_integer_buffer_cannot_hold_are_refused(value) -> None:
+    with pytest.raises(ValueError, match=r"entry 'n' .* int8 cannot hold"):
+        check_state_dict({"n": np.zeros(2, np.int8)}, {"n": np.array([1, value])})
+    held = check_state_dict({"n": np.zeros(2, np.int8)}, {"n": np.array([1.0, -3.0])})
+    assert held["n"].dtype == np.int8 and held["n"].tolist() == [1, -3]
+
+
+def test_a_writer_we_may_not_signal_is_alive_and_its_temp_file_kept(tmp_path, monkeypatch) -> None:
+    """As a non-root user, signalling another user's process (PID 1 for one) raises
+    PermissionError: that process exists, so its temp file is kept."""
+
+    def kill(pid: int, sig: int) -> None:
+        raise PermissionError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", kill)
+    files = [tmp_path / f".ck.npz.{pid}.abcd1234.tmp" for pid in (1, 2, 4321)]
+    for f in files:
+        f.write_bytes(b"partial")
+    assert tio.remove_stale_temp_files(tmp_path / "ck.npz") == []
+    assert all(f.exists() for f in files)
+
+
+def test_a_live_writer_is_only_probed_never_signalled(tmp_path) -> None:
+    """The writer resets SIGHUP to its default (it may be inherited as ignored, under nohup),
+    so any real signal would end it."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "ready\n"
+        live = tmp_path / f".ck.npz.{writer.pid}.abcd1234.tmp"
+        live.write_bytes(b"partial")
+        assert tio.remove_stale_temp_files(tmp_path / "ck.npz") == []
+        with pytest.raises(subprocess.TimeoutExpired):
+            writer.wait(0.2)
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()
+
+
+NO_SUCH_PID = 2**22  # above Linux's PID_MAX_LIMIT: no process ever has it
+
+
+def test_symlinks_named_like_temp_files_are_kept_whatever_they_point_to(tmp_path) -> None:
+    aim = tmp_path / "aim"
+    aim.write_bytes(b"keep me")
+    old = tmp_path.stat().st_mtime - 7200
+    os.utime(aim, (old, old))  # the target alone would be stale by age
+    links = [tmp_path / ".ck.npz.efgh5678.tmp", tmp_path / f".ck.npz.{NO_SUCH_PID}.abcd1234.tmp"]
+    for link in links:
+        link.symlink_to(aim)
+        os.utime(link, (old, old), follow_symlinks=False)
+    assert tio.remove_stale_temp_files(tmp_path / "ck.npz") == []
+    assert all(link.is_symlink() for link in links) and aim.read_bytes() == b"keep me"
+
+
+def test_a_temp_file_exactly_max_age_old_is_not_yet_stale(tmp_path, monkeypatch) -> None:
+    """Older than max_age (or a day, for a live PID) is strict: an equal age is not stale."""
+    now = 1_800_000_000.0
+    monkeypatch.setattr(tio, "time", types.SimpleNamespace(time=lambda: now))
+    no_pid = tmp_path / ".ck.npz.abcd1234.tmp"
+    live = tmp_path / f".ck.npz.{os.getppid()}.efgh5678.tmp"  # our parent: alive
+    for f, age in ((no_pid, 60.0), (live, 86400.0)):
+        f.write_bytes(b"partial")
+        os.utime(f, (now - age, now - age))
+    assert tio.remove_stale_temp_files(tmp_path / "ck.npz", max_age=60.0) == []
+    now += 0.5
+    assert sorted(tio.remove_stale_temp_files(tmp_path / "ck.npz", max_age=60.0)) == [live, no_pid]
+
+
+def test_a_temp_file_that_cannot_be_removed_does_not_stop_the_cleanup(tmp_path, monkeypatch):
+    """Another user's file in a shared folder, say: the first removal is refused."""
+    real_unlink, calls = os.unlink, []
+
+    def unlink(path, *args, **kwargs) -> None:
+        calls.append(path)
+        if len(calls) == 1:
+            raise PermissionError(errno.EPERM, "Operation not permitted", path)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
+    files = [tmp_path / f".ck.npz.{NO_SUCH_PID}.abcd123{i}.tmp" for i in range(3)]
+    for f in files:
+        f.write_bytes(b"partial")
+    removed = tio.remove_stale_temp_files(tmp_path / "ck.npz")
+    assert len(calls) == 3 and sorted(removed) == sorted(Path(c) for c in calls[1:])
+    assert [f.exists() for f in files].count(True) == 1
+
+
+# --------------------------------------------------------------------------- .npz archives
+
+
+def _npy(arr: np.ndarray, version: tuple[int, int] = (1, 0)) -> bytes:
+    buf = BytesIO()
+    np.lib.format.write_array(buf, arr, version=version, allow_pickle=True)
+    return buf.getvalue()
+
+
+def _npz(path: Path, *members: tuple[str, bytes]) -> Path:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # zipfile warns of a duplicate name
+        with zipfile.ZipFile(path, "w") as z:
+            for name, raw in members:
+                z.writestr(name, raw)
+    return path
+
+
+def test_load_npz_names_a_missing_file_and_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"no such \.npz file"):
+        load_npz(tmp_path / "nope.npz")
+    with pytest.raises(IsADirectoryError) as info:
+        load_npz(tmp_path)
+    assert info.value.errno == errno.EISDIR and info.value.filename == str(tmp_path)
+    assert info.value.strerror == f"{tmp_path} is a directory, not a .npz file"
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([("a.txt", b"x")], r"it holds a non-\.npy member 'a\.txt'$"),
+        ([("a.npy", _npy(np.ones(2)))] * 2, r"it holds duplicate member 'a\.npy'$"),
+        ([("a.npy", _npy(np.array([None])))], r"array 'a' has object dtype \(pickled data is"),
+        ([("a.npy", _npy(np.ones(2), (3, 0)))], r"member 'a' has unsupported \.npy version \(3, 0"),
+        (
+            [("a.npy", _npy(np.zeros(10))[:-40])],
+            r"array 'a': its header declares shape \(10,\) float64 \(80 bytes\) but the archive "
+            r"member holds 40 bytes$",
+        ),
+    ],
+)
+def test_load_npz_says_what_is_wrong_with_an_archive(tmp_path, members, message) -> None:
+    path = _npz(tmp_path / "a.npz", *members)
+    with pytest.raises(ValueError, match=r"^cannot load .*a\.npz: not a valid \.npz archive"):
+        load_npz(path)
+    with pytest.raises(ValueError, match=message):
+        npz_info(path)
+
+
+def test_load_npz_refuses_a_single_npy_file(tmp_path: Path) -> None:
+    np.save(tmp_path / "a.npy", np.ones(2))
+    with pytest.raises(ValueError, match=r": it is a single \.npy array, not an \.npz archive$"):
+        load_npz(tmp_path / "a.npy")
+
+
+def test_load_npz_reads_npy_version_2_members(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "a.npz", ("a.npy", _npy(np.arange(3.0), (2, 0))))
+    assert npz_info(path) == {"a": ((3,), np.dtype(np.float64))}
+    np.testing.assert_array_equal(load_npz(path)["a"], np.arange(3.0))
+
+
+def test_load_npz_max_bytes_counts_all_arrays_together(tmp_path: Path) -> None:
+    path = _npz(tmp_path / "a.npz", ("a.npy", _npy(np.zeros(100))), ("b.npy", _npy(np.zeros(100))))
+    assert list(load_npz(path, max_bytes=1600)) == ["a", "b"]
+    with pytest.raises(ValueError, match=r"need more than 1,599 bytes \(array 'b' is \(100,\)"):
+        load_npz(path, max_bytes=1599)
+
+
+def test_load_npz_checks_expected_names_and_shapes(tmp_path: Path) -> None:
+    path = tmp_path / "a.npz"
+    save_npz(path, {"a": np.zeros(2), "b": np.zeros((1, 2))})
+    with pytest.raises(ValueError, match=r"a\.npz: missing arrays \['c'\]; nothing was read$"):
+        load_npz(path, expected={"a": None, "b": None, "c": None})
+    with pytest.raises(ValueError, match=r"npz: array 'b' has shape \(1, 2\), expected \(2, 1\)$"):
+        load_npz(path, expected={"a": None, "b": (2, 1)})
+    assert load_npz(path, expected={"a": [2], "b": None})["b"].shape == (1, 2)
+
+
+def test_load_npz_reports_damaged_array_data(tmp_path: Path) -> None:
+    """The headers are fine, so only reading the data finds the zip's CRC mismatch."""
+    path = tmp_path / "a.npz"
+    save_npz(path, {"a": np.zeros(1000)})
+    raw = bytearray(path.read_bytes())
+    raw[raw.index(bytes(800)) + 400] = 1  # inside the array's data, stored uncompressed
+    path.write_bytes(raw)
+    assert npz_info(path) == {"a": ((1000,), np.dtype(np.float64))}
+    with pytest.raises(ValueError, match=r"^cannot load .*a\.npz: damaged \.npz archive: Bad CRC"):
+        load_npz(path)
+
+
+def test_an_archive_swapped_after_its_check_is_still_never_unpickled(tmp_path, monkeypatch):
+    """Another process replaces the file between the header scan and the read. The read goes
+    by the first archive's directory; both files are large enough that the pickle is read
+    whole before the zip's CRC check at the member's end (which would stop it)."""
+    path = tmp_path / "a.npz"
+    save_npz(path, {"a": np.zeros(40_000)})
+    pickled = _npy(np.array([{"x": 1}, None]))
+    evil = _npz(tmp_path / "evil.npz", ("a.npy", pickled), ("pad", bytes(400_000)))
+    real_zipfile, opened = zipfile.ZipFile, []
+
+    def zip_file(file, *args, **kwargs):
+        opened.append(file)
+        if len(opened) == 2:  # the scan is done: swap the archive before it is read
+            os.replace(evil, path)
+        return real_zipfile(file, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile, "ZipFile", zip_file)
+    with pytest.raises(ValueError, match=r"damaged \.npz archive: Object arrays cannot be loaded"):
+        load_npz(path)
+    assert opened == [path, path]

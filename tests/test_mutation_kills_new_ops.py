@@ -1,10 +1,13 @@
-"""Tests added while triaging mutmut's survivors in ops/activations.py and ops/select.py.
+"""Tests added while triaging mutmut's survivors in ops/activations.py, select.py and loss.py.
 
 See scripts/MUTATION.md: the ``kinks`` masks of the newer ops (their boundaries, and the
 reduction of a broadcast tie mask to each input's shape), and Where's gradients.
 """
 
 from __future__ import annotations
+
+import math
+import warnings
 
 import numpy as np
 import pytest
@@ -156,3 +159,113 @@ def test_where_names_the_shapes_that_do_not_broadcast() -> None:
     with pytest.raises(ValueError, match=r"^where: cond \(2,\), a \(3,\) and b \(3,\) cannot be "
                        r"broadcast together$"):  # fmt: skip
         Function.registry["Where"].apply(np.ones(3), np.ones(3), cond=np.array([True, False]))
+
+
+def test_erf_is_float64_accurate_for_float32_and_integer_inputs() -> None:
+    from tinygrad_cnn.functional_tensor import erf
+
+    x = np.linspace(-4.0, 4.0, 801, dtype=np.float32)  # computed in float64, then rounded
+    want = np.array([math.erf(v) for v in x.astype(np.float64)])
+    y = erf(Tensor(x)).numpy()
+    assert y.dtype == np.float32
+    np.testing.assert_array_max_ulp(y, want.astype(np.float32), maxulp=1)
+    ints = erf(Tensor(np.array([-2, 0, 1, 3]))).numpy()  # integers give floats, not 0 or 1
+    assert ints.dtype.kind == "f"
+    np.testing.assert_allclose(ints, [math.erf(v) for v in (-2, 0, 1, 3)], rtol=0, atol=1e-15)
+
+
+def test_erf_beyond_three_uses_the_accurate_continued_fraction() -> None:
+    from tinygrad_cnn.functional_tensor import erf
+
+    x = np.concatenate([np.linspace(3.0005, 6.0, 2000), -np.linspace(3.0005, 6.0, 2000)])
+    want = np.array([math.erf(v) for v in x])
+    np.testing.assert_array_max_ulp(erf(Tensor(x)).numpy(), want, maxulp=2)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["backward", "backward_graph"])
+@pytest.mark.parametrize("need", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize(
+    ("name", "share"), [("Maximum", [0.0, 0.5, 1.0]), ("Minimum", [1.0, 0.5, 0.0])]
+)
+def test_extremum_gradients_split_ties_keep_float32_and_skip_unneeded(
+    name, share, need, graph
+) -> None:
+    a = Tensor(np.array([1.0, 2.0, 3.0], np.float32), requires_grad=need[0])
+    b = Tensor(np.array([3.0, 2.0, 1.0], np.float32), requires_grad=need[1])
+    seen = []
+    with on_op_backward(lambda fn, gy, gxs: seen.append(gxs) if fn.name == name else None):
+        (Function.registry[name].apply(a, b) * 4.0).sum().backward(create_graph=graph)
+    (gxs,) = seen
+    for g, want, n in zip(gxs, (np.array(share), 1.0 - np.array(share)), need, strict=True):
+        if not n:
+            assert g is None
+            continue
+        g = g.numpy() if isinstance(g, Tensor) else g
+        assert g.dtype == np.float32
+        np.testing.assert_array_equal(g, 4.0 * want)
+
+
+def test_logsumexp_shifts_each_group_by_its_own_maximum_without_warnings() -> None:
+    from tinygrad_cnn.functional_tensor import logsumexp
+
+    x = np.array([[1000.0, 1000.0], [-1000.0, -1000.0], [-np.inf, -np.inf]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # log(0) of the all -inf row is expected, not warned
+        y = logsumexp(Tensor(x), axis=1).numpy()
+        cols = logsumexp(Tensor(x.T), axis=0).numpy()
+    want = [1000.0 + np.log(2.0), -1000.0 + np.log(2.0), -np.inf]
+    np.testing.assert_allclose(y, want, rtol=1e-15)
+    np.testing.assert_allclose(cols, want, rtol=1e-15)
+
+
+def test_norm_kinks_stop_at_four_margins() -> None:
+    x = np.array([[0.75, 1.0], [0.6, 0.8]])  # row norms 1.25 (= 5 M) and 1.0 (= 4 M)
+    (rows,) = _op("Norm", axis=(1,), keepdims=False).kinks(x, margin=M)
+    np.testing.assert_array_equal(rows, [[False, False], [True, True]])
+
+
+def test_bce_with_logits_names_the_shapes_that_do_not_broadcast() -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^binary_cross_entropy_with_logits: logits \(2,\) and targets \(3,\) cannot be "
+        r"broadcast together$",
+    ):
+        Function.registry["BCEWithLogits"].apply(np.zeros(2), np.zeros(3))
+
+
+@pytest.mark.parametrize("scale", [1e-200, 1e200])
+def test_norm_of_a_tiny_or_huge_vector_is_exact(scale) -> None:
+    """Squares of 1e-200 underflow to 0 and of 1e200 overflow: each group is scaled by its
+    largest |x| first, as ``np.linalg.norm`` does."""
+    from tinygrad_cnn.functional_tensor import norm
+
+    x = Tensor(np.array([3.0, 4.0]) * scale, requires_grad=True)
+    with np.errstate(over="ignore"):
+        y = norm(x)
+        y.backward()
+    np.testing.assert_allclose(y.numpy(), 5.0 * scale, rtol=1e-15)
+    np.testing.assert_allclose(x.grad, [0.6, 0.8], rtol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.int32])
+def test_relu_of_integers_stays_integer(dtype) -> None:
+    y = Function.registry["ReLU"].apply(Tensor(np.array([[-2, 0], [3, 7]], dtype))).numpy()
+    assert y.dtype == dtype
+    np.testing.assert_array_equal(y, [[0, 0], [3, 7]])
+
+
+def test_softmax_ce_allows_one_class_and_names_empty_shapes() -> None:
+    sce = Function.registry["SoftmaxCrossEntropy"]
+    z = Tensor(np.array([[0.3], [2.0]]), requires_grad=True)  # K = 1: p = 1, loss 0
+    sce.apply(z, np.array([0, 0])).backward()
+    np.testing.assert_array_equal(z.grad, [[0.0], [0.0]])
+    with pytest.raises(
+        ValueError,
+        match=r"^softmax_cross_entropy: empty batch: logits have shape \(0, 3\), and the mean "
+        r"loss over 0 samples is undefined$",
+    ):
+        sce.apply(np.zeros((0, 3)), np.zeros(0, np.int64))
+    with pytest.raises(
+        ValueError, match=r"^softmax_cross_entropy: logits \(2, 0\) have no classes \(K = 0\)$"
+    ):
+        sce.apply(np.zeros((2, 0)), np.zeros(2, np.int64))

@@ -280,3 +280,339 @@ def test_cast_sends_the_gradient_back_in_the_input_dtype(graph) -> None:
     g = x.grad.numpy() if isinstance(x.grad, Tensor) else x.grad
     assert g.dtype == np.float32
     np.testing.assert_array_equal(g, [2.0, 4.0])
+
+
+# ------------------------------------------------------------------------- second pass (full run)
+
+_RUNNING = (np.zeros(3), np.ones(3))  # float64 buffers: the op casts them to x's dtype
+MORE_CASES = {
+    "cat": (lambda a, b: F.cat([a, b], axis=1), (3, 4), (3, 2)),
+    "batch_norm_weight": (lambda a, b: F.batch_norm(a, None, None, b, training=True), (4, 3), (3,)),
+    "batch_norm_bias": (
+        lambda a, b: F.batch_norm(a, None, None, None, b, True),
+        (2, 3, 2, 2),
+        (3,),
+    ),
+    "batch_norm_eval": (
+        lambda a, b: F.batch_norm(a, *(r.copy() for r in _RUNNING), b, b * 2.0),
+        (4, 3, 2),
+        (3,),
+    ),
+}
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["backward", "backward_graph"])
+@pytest.mark.parametrize("case", MORE_CASES)
+@pytest.mark.parametrize("need", [(True, False), (False, True)])
+def test_more_ops_return_none_for_inputs_that_need_no_gradient(case, need, graph) -> None:
+    """The contract of ``test_backward_returns_none_for_inputs_that_need_no_gradient`` for
+    cat and batch norm (weight, bias; evaluation with float64 running statistics and float32
+    input, where the gradients stay float32)."""
+    fn, sa, sb = MORE_CASES[case]
+    seen = _grad_inputs(fn, sa, sb, *need, graph)
+    assert any(op.name in ("Cat", "BatchNorm") for op, *_ in seen)
+    for op, gy, needs, gxs in seen:
+        for i, (n, g) in enumerate(zip(needs, gxs, strict=True)):
+            if not n:
+                assert g is None or g is gy, f"{op.name} computed a gradient for input {i}"
+            else:
+                assert g is not None and g.dtype == np.float32, (op.name, i)
+
+
+def test_conv2d_backward_graph_leaves_out_a_bias_that_needs_no_gradient() -> None:
+    """(The first-order ``backward`` gets the weight and bias gradients from one GEMM and
+    returns both when either is needed; ``backward_graph`` builds each on its own.)"""
+    x = Tensor(np.ones((2, 1, 5, 5), np.float32), requires_grad=True)
+    b = Tensor(np.ones(3, np.float32))
+    seen = _grad_inputs(lambda a, w: F.conv2d(x, w, b) * a, (1,), (3, 1, 2, 2), False, True, True)
+    (gxs,) = [gxs for op, _, _, gxs in seen if op.name == "Conv2d"]
+    assert gxs[0] is not None and gxs[1] is not None and gxs[2] is None
+
+
+def _adjoint(name: str, **attrs):
+    return lambda a, b: Function.registry[name].apply(a, b, stride=(1, 1), padding=(0, 0), **attrs)
+
+
+ADJOINT_CASES = {  # the ops a conv's gradient is made of under create_graph
+    "grad_input": (_adjoint("Conv2dGradInput", x_shape=(2, 1, 5, 5)), (2, 3, 4, 4), (3, 1, 2, 2)),
+    "grad_weight": (_adjoint("Conv2dGradWeight", w_shape=(3, 1, 2, 2)), (2, 1, 5, 5), (2, 3, 4, 4)),
+}
+
+
+@pytest.mark.parametrize("case", ADJOINT_CASES)
+@pytest.mark.parametrize("need", [(True, False), (False, True), (True, True)])
+def test_conv_adjoint_ops_return_a_gradient_exactly_for_the_inputs_that_need_one(
+    case, need
+) -> None:
+    """First-order ``backward`` of the conv adjoints: an input that needs no gradient gets
+    None, one that needs it gets a non-zero float32 gradient. (Their ``backward_graph``
+    builds both gradients whatever ``needs_input_grad`` says, so only ``backward`` is pinned.)"""
+    fn, sa, sb = ADJOINT_CASES[case]
+    seen = [s for s in _grad_inputs(fn, sa, sb, *need, False) if s[0].name.startswith("Conv2dG")]
+    assert len(seen) == 1
+    _, _, needs, gxs = seen[0]
+    assert needs == need
+    for n, g in zip(needs, gxs, strict=True):
+        assert (g is not None) == n
+        if n:
+            assert g.dtype == np.float32 and np.abs(g).sum() > 0
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+@pytest.mark.parametrize("reduce", [F.mean, F.sum])
+def test_reduction_over_one_axis_differentiates_with_create_graph(reduce, axis) -> None:
+    """A reduced axis of a non-keepdims result is put back in place (not broadcast from the
+    right) in ``backward_graph``: a square input shows a transposed gradient."""
+    x = Tensor(np.ones((3, 3)), requires_grad=True)
+    gy = np.array([1.0, 2.0, 4.0])
+    reduce(x, axis=axis).backward(gy, create_graph=True)
+    scale = 1 / 3 if reduce is F.mean else 1.0
+    expected = np.broadcast_to(np.expand_dims(gy, axis) * scale, (3, 3))
+    np.testing.assert_allclose(x.grad.numpy(), expected, rtol=1e-15)
+
+
+def _bn(x, gamma, beta, **attrs):
+    return Function.registry["BatchNorm"].apply(
+        Tensor(x), Tensor(gamma), Tensor(beta), eps=1e-5, **attrs
+    )
+
+
+G3 = np.ones(3)
+
+
+@pytest.mark.parametrize(
+    ("call", "exc", "message"),
+    [
+        (lambda: _bn(np.ones(3), G3, G3), ValueError,
+         r"^batch_norm: input must be \(N, C\) or \(N, C, H, W\), got shape \(3,\)$"),
+        (lambda: _bn(np.ones((2, 3), np.int64), G3, G3), TypeError,
+         r"^batch_norm: input must be floating point, got dtype int64$"),
+        (lambda: _bn(np.ones((2, 3)), np.ones(2), G3), ValueError,
+         r"^batch_norm: weight must have shape \(3,\) for input \(2, 3\), got \(2,\)$"),
+        (lambda: _bn(np.ones((2, 3)), G3, np.ones(4)), ValueError,
+         r"^batch_norm: bias must have shape \(3,\) for input \(2, 3\), got \(4,\)$"),
+        (lambda: _bn(np.ones((1, 3)), G3, G3), ValueError,
+         r"^batch_norm: training needs more than one value per channel to take batch "
+         r"statistics, got input of shape \(1, 3\)$"),
+        (lambda: F.batch_norm(Tensor(np.ones((1, 3, 1, 1))), None, None, training=True),
+         ValueError, r"^batch_norm: training needs more than one value per channel"),
+        (lambda: F.cat([Tensor(np.ones((2, 3))), Tensor(np.ones((3, 4)))]), ValueError,
+         r"^cat: inputs of shapes \(2, 3\), \(3, 4\) cannot be joined along axis 0: they must "
+         r"match except along it$"),
+        (lambda: Function.registry["SumTo"].apply(Tensor(np.ones((2, 3))), shape=(4,)),
+         ValueError, r"^sum_to: an input of shape \(2, 3\) cannot be summed to \(4,\)$"),
+        (lambda: F.transpose(Tensor(np.ones((2, 3))), (2, 1)), ValueError,
+         r"^transpose: axes \(2, 1\) are not a permutation of the 2 dims"),
+    ],
+)  # fmt: skip
+def test_more_errors_name_the_op_the_argument_and_the_shapes(call, exc, message) -> None:
+    with pytest.raises(exc, match=message):
+        call()
+
+
+def test_batch_norm_in_evaluation_accepts_one_sample() -> None:
+    """The one-value-per-channel refusal is for training only."""
+    y = _bn(np.full((1, 3), 2.0), G3, G3, mean=np.ones(3), var=np.full(3, 4.0))
+    np.testing.assert_allclose(y.numpy(), [[1.5] * 3], rtol=1e-5)
+
+
+MIXES = (
+    r"^im2col: mixes the book's keywords \(filter_h, filter_w, pad\) with ours "
+    r"\(kernel_size, padding\)$"
+)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"filter_h": 2, "kernel_size": 2}, MIXES),
+        ({"filter_w": 2, "padding": 0}, MIXES),
+        ({"pad": 0, "kernel_size": 2}, MIXES),
+        (
+            {"kernel_size": 2, "filters": 3},
+            r"^im2col: unexpected keyword argument\(s\) \['filters'\]$",
+        ),
+    ],
+)
+def test_im2col_refuses_mixed_or_unknown_keywords(kwargs, message) -> None:
+    """Each of the book's keywords and each of ours is recognised on its own."""
+    with pytest.raises(TypeError, match=message):
+        im2col(X4, **kwargs)
+
+
+def test_im2col_takes_the_books_keywords_alone() -> None:
+    x = np.arange(18.0).reshape(1, 2, 3, 3)
+    np.testing.assert_array_equal(
+        im2col(x, filter_h=2, filter_w=2, pad=1, stride=2), im2col(x, 2, 2, 2, 1)
+    )
+    np.testing.assert_array_equal(im2col(x, filter_h=2, filter_w=2), im2col(x, kernel_size=2))
+
+
+_X = np.arange(50.0).reshape(1, 2, 5, 5)
+
+
+@pytest.mark.parametrize(
+    ("args", "kwargs", "same_as"),
+    [
+        ((2, 2, 2, 1), {}, {"kernel_size": 2, "stride": 2, "padding": 1}),  # the book's four
+        ((3, 2, 1), {"pad": 1}, {"kernel_size": (3, 2), "padding": 1}),
+        ((2, 3), {"stride": 2}, {"kernel_size": (2, 3), "stride": 2}),  # the book's, by stride=
+        (((2, 3), 2), {}, {"kernel_size": (2, 3), "stride": 2}),  # ours: a pair first
+        ((3,), {"stride": 2}, {"kernel_size": 3, "stride": 2, "padding": 0}),
+        ((), {"filter_h": 2, "filter_w": 3}, {"kernel_size": (2, 3), "stride": 1, "padding": 0}),
+        ((), {"kernel_size": 2}, {"kernel_size": 2, "stride": 1, "padding": 0}),
+    ],
+)
+def test_im2col_and_col2im_read_both_signatures(args, kwargs, same_as) -> None:
+    """Our ``(kernel_size, stride=1, padding=0)`` and the book's ``(filter_h, filter_w,
+    stride=1, pad=0)`` give the same windows; unset stride and padding are 1 and 0."""
+    want = im2col(_X, **same_as)
+    got = im2col(_X, *args, **kwargs)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(
+        col2im(got, _X.shape, *args, **kwargs), col2im(want, _X.shape, **same_as)
+    )
+
+
+def _ambiguous(op: str, lead: str, args: str) -> str:
+    return (
+        f"{op}: ambiguous call {op}({lead}, {args}): the book's signature is {op}({lead}, "
+        f"filter_h, filter_w, stride=1, pad=0), ours is {op}({lead}, kernel_size, stride=1, "
+        f"padding=0); pass all four as the book does ({op}({lead}, FH, FW, stride, pad)), give "
+        f"stride by keyword ({op}({lead}, FH, FW, stride=1)) or name them (filter_h=5, "
+        "filter_w=5 or kernel_size=5)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: im2col(_X, 3, 3), _ambiguous("im2col", "x", "3, 3")),
+        (lambda: im2col(_X, 2, 2, 0), _ambiguous("im2col", "x", "2, 2, 0")),
+        (
+            lambda: col2im(np.zeros((16, 8)), _X.shape, 2, 1),
+            _ambiguous("col2im", "col, input_shape", "2, 1"),
+        ),
+        (lambda: im2col(_X, 2, 2, 1, 0, 7), "im2col: takes at most 4 window arguments, got 5: "
+         "(2, 2, 1, 0, 7)"),
+        (lambda: im2col(_X, 2, kernel_size=2), "im2col: got multiple values for ['kernel_size']"),
+        (lambda: im2col(_X, 2, 2, 1, 0, pad=0), "im2col: got multiple values for ['pad']"),
+        (lambda: im2col(_X, filter_h=2), "im2col: the book's form needs filter_h and filter_w; "
+         "missing ['filter_w']"),
+        (lambda: col2im(np.zeros((16, 8)), _X.shape, filter_w=2, pad=0), "col2im: the book's "
+         "form needs filter_h and filter_w; missing ['filter_h']"),
+        (lambda: im2col(_X, stride=1), "im2col: missing kernel_size (or the book's filter_h, "
+         "filter_w)"),
+        (lambda: im2col(_X, 2, "3", 1, 0), "im2col: filter_h, filter_w must be an int or a pair "
+         "of ints, got (2, '3')"),
+        (lambda: im2col(_X, 2, 2, 1.0, 0), "im2col: stride must be an int or a pair of ints, "
+         "got 1.0"),
+        (lambda: im2col(_X, 2, 2, 1, None), "im2col: pad must be an int or a pair of ints, "
+         "got None"),
+        (lambda: im2col(_X, 2, 1, padding="0"), "im2col: padding must be an int or a pair of "
+         "ints, got '0'"),
+    ],
+)  # fmt: skip
+def test_window_argument_errors_say_what_was_wrong(call, message) -> None:
+    with pytest.raises(TypeError) as e:
+        call()
+    assert str(e.value) == message
+
+
+def _max_pool_grad(x: np.ndarray, k: tuple, s: tuple, p: tuple, gy: np.ndarray) -> np.ndarray:
+    """Loop oracle: each window's gy goes to its first maximum (padding is -inf)."""
+    xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])), constant_values=-np.inf)
+    gxp = np.zeros_like(xp)
+    for n, c, i, j in np.ndindex(*gy.shape):
+        win = xp[n, c, i * s[0] : i * s[0] + k[0], j * s[1] : j * s[1] + k[1]]
+        a, b = np.unravel_index(np.argmax(win), win.shape)
+        gxp[n, c, i * s[0] + a, j * s[1] + b] += gy[n, c, i, j]
+    return gxp[:, :, p[0] : p[0] + x.shape[2], p[1] : p[1] + x.shape[3]]
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "s", "p"),
+    [
+        ((32, 16, 7, 3), (5, 5), (5, 5), (1, 1)),  # windows leave rows 5, 6 out
+        ((32, 16, 3, 7), (5, 5), (5, 5), (1, 1)),  # ... and columns
+        ((32, 16, 8, 8), (3, 4), (3, 4), (0, 0)),  # rows 6, 7 left out, columns tiled
+        ((4, 3, 4, 4), (3, 3), (3, 3), (1, 1)),  # windows tile the padded input
+        ((4, 3, 5, 6), (3, 3), (2, 2), (1, 1)),  # overlapping windows
+    ],
+)
+def test_max_pool_gradient_is_zero_where_no_window_reaches(shape, k, s, p) -> None:
+    """Input elements outside every window get 0, even when the workspace hands the backward
+    pass a buffer full of stale values (only windows that tile the input skip zeroing)."""
+    from tinygrad_cnn.autograd import workspace
+
+    rng = np.random.default_rng(3)
+    x = Tensor(rng.permutation(np.prod(shape)).reshape(shape).astype(np.float64), True)
+    y = F.max_pool2d(x, k, stride=s, padding=p)
+    gy = rng.normal(size=y.shape)
+    padded = (*shape[:2], shape[2] + 2 * p[0], shape[3] + 2 * p[1])
+    stale = workspace.empty(padded, np.float64)
+    stale.fill(np.nan)
+    del stale  # back in the pool, dirty
+    y.backward(gy)
+    np.testing.assert_allclose(x.grad, _max_pool_grad(x.numpy(), k, s, p, gy), rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("x_shape", "w_shape"), [((2, 4, 4), (4, 5)), ((4,), (4, 5)), ((2, 4), (4, 5, 1))]
+)
+def test_linear_refuses_operands_that_are_not_2d(x_shape, w_shape) -> None:
+    """Even when x's second axis happens to match w's first."""
+    with pytest.raises(
+        ValueError, match=r"^linear: expected x \(N, IN\) and w \(IN, OUT\), got x "
+    ):
+        Function.registry["Linear"].apply(Tensor(np.ones(x_shape)), Tensor(np.ones(w_shape)))
+
+
+@pytest.mark.parametrize(
+    ("dtype", "width", "at"),
+    [(np.float64, 257, 256), (np.float16, 2051, 2049)],
+    ids=["tap_256_of_257", "float16_tap_2049"],
+)
+def test_max_pool_sends_the_gradient_to_a_late_tap_of_a_long_window(dtype, width, at) -> None:
+    """Tap numbers past 255 need more than uint8, and past 2048 more than float16 holds."""
+    xv = np.zeros((1, 1, 1, width), dtype)
+    xv[..., at] = 1
+    x = Tensor(xv, requires_grad=True)
+    y = F.max_pool2d(x, (1, width))
+    y.backward(np.ones(y.shape, dtype))
+    assert y.numpy().item() == 1
+    np.testing.assert_array_equal(np.flatnonzero(x.grad), [at])
+
+
+@pytest.mark.parametrize("padding", [(2, 0), (0, 2)])
+@pytest.mark.parametrize("pool", [F.max_pool2d, F.avg_pool2d])
+def test_pooling_refuses_too_much_padding_along_either_axis(pool, padding) -> None:
+    with pytest.raises(ValueError, match=r"padding \(\d, \d\) must be at most half the kernel"):
+        pool(Tensor(np.zeros((1, 1, 4, 4))), 3, padding=padding)
+
+
+def _ones(shape, dtype=np.float32) -> Tensor:
+    return Tensor(np.ones(shape, dtype))
+
+
+@pytest.mark.parametrize(
+    ("x", "w", "message"),
+    [
+        ((1, 3, 5, 5), (2, 2, 3, 3), r"^conv2d: channel mismatch: x \(1, 3, 5, 5\) has 3 "
+         r"channels, w \(2, 2, 3, 3\) expects 2$"),
+        ((1, 2, 2, 2), (3, 2, 3, 3), r"^conv2d: kernel 3x3 is larger than the padded input 2x2 "),
+    ],
+)  # fmt: skip
+def test_conv2d_errors_name_the_op_and_the_shapes(x, w, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        F.conv2d(_ones(x), _ones(w))
+
+
+@pytest.mark.parametrize("wide", ["x", "w", "b", "x_no_bias", "w_no_bias"])
+def test_conv2d_promotes_to_the_widest_operand_dtype_like_numpy(wide) -> None:
+    """One float64 operand among float32 ones gives a float64 output, whichever it is."""
+    dt = {k: np.float64 if wide.startswith(k) else np.float32 for k in "xwb"}
+    b = None if wide.endswith("no_bias") else _ones(3, dt["b"])
+    y = F.conv2d(_ones((1, 2, 4, 4), dt["x"]), _ones((3, 2, 2, 2), dt["w"]), b)
+    assert y.dtype == np.float64
+    np.testing.assert_array_equal(y.numpy(), np.full((1, 3, 3, 3), 8.0 + (b is not None)))

@@ -415,6 +415,11 @@ def check_state_dict(
             raise ValueError(
                 f"{who}: entry {name!r} ({arr.dtype}) overflows the parameter's {target.dtype}"
             )
+        if target.dtype.kind in "biu" and not np.array_equal(cast, arr):
+            raise ValueError(
+                f"{who}: entry {name!r} ({arr.dtype}) has values the parameter's "
+                f"{target.dtype} cannot hold (NaN, infinite, fractional or out of range)"
+            )
         out[name] = cast
     return out
 

@@ -28,7 +28,8 @@ def erf(x: np.ndarray) -> np.ndarray:
 
     |x| <= 3: ``2/sqrt(pi) exp(-x^2) sum_n 2^n x^(2n+1) / (2n+1)!!`` (positive terms, no
     cancellation); |x| > 3: ``1 - erfc`` with erfc from its continued fraction. Computed in
-    float64 and returned in ``x``'s dtype.
+    float64 and returned in ``x``'s floating dtype, at least float32 (float16 and integer
+    input give float32 and float64, as ``np.result_type(x, np.float32)``).
     """
     a = np.abs(np.asarray(x, dtype=np.float64))
     out = np.empty_like(a)

@@ -50,7 +50,6 @@ class _Extremum(BinaryOp, register=False):
         wins = self.beats(a, b)
         share = wins.astype(y.dtype) + 0.5 * (a == b)  # a's part of the gradient
         self.save(share=share.astype(y.dtype, copy=False))
-        self.shapes = (a.shape, b.shape)
         return y
 
     def kinks(self, a, b, margin):
@@ -105,6 +104,16 @@ def _kept(x: np.ndarray, axis: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(1 if i in axis else n for i, n in enumerate(x.shape))
 
 
+def _l2(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
+    """``sqrt(sum(x**2))`` over ``axis`` (kept), each group scaled by its largest |x| first,
+    so squares neither underflow to 0 nor overflow to inf (as ``np.linalg.norm`` does)."""
+    s = np.max(np.abs(x), axis=axis, keepdims=True, initial=0)
+    safe = np.where((s == 0) | ~np.isfinite(s), 1, s)  # all zero, inf or NaN: unscaled
+    with np.errstate(invalid="ignore"):  # inf - inf in an unscaled group: NaN, replaced below
+        y = safe * np.sqrt(((x / safe) ** 2).sum(axis=axis, keepdims=True))
+    return np.where(np.isinf(s), np.inf, y) if np.isinf(s).any() else y
+
+
 class Norm(Function):
     """The Euclidean norm ``sqrt(sum(x**2))`` over ``axis`` (a tuple); the gradient
     ``x / norm`` is taken as 0 where the norm is 0 (a kink)."""
@@ -114,13 +123,13 @@ class Norm(Function):
     keepdims: bool
 
     def forward(self, x):
-        y = np.sqrt((x * x).sum(axis=self.axis, keepdims=True))
+        y = _l2(x, self.axis)
         self.save(x=x, y=y)
         return y if self.keepdims else y.reshape([n for i, n in enumerate(y.shape)
                                                   if i not in self.axis])  # fmt: skip
 
     def kinks(self, x, margin):
-        y = np.sqrt((x * x).sum(axis=self.axis, keepdims=True))
+        y = _l2(x, self.axis)
         return [np.broadcast_to(y <= 4 * margin, x.shape)]
 
     def backward(self, gy):
