@@ -96,20 +96,28 @@ def test_refusals_name_the_kind_of_special_file(tmp_path: Path) -> None:
 
 
 def test_temp_files_of_live_writers_are_kept_and_the_writer_is_not_disturbed(tmp_path) -> None:
+    """The writer resets SIGHUP to its default (under nohup it inherits it ignored), so a
+    SIGHUP sent to it would end it too."""
     target = tmp_path / "ck.npz"
-    writer = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    code = (
+        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     try:
+        assert writer.stdout.readline() == "ready\n"
         live = tmp_path / f".ck.npz.{writer.pid}.abcd1234.tmp"
         huge = tmp_path / f".ck.npz.{2**70}.abcd1234.tmp"  # no such PID can exist
         for p in (live, huge):
             p.write_bytes(b"partial")
         assert remove_stale_temp_files(target) == []
-        time.sleep(0.05)
-        assert writer.poll() is None, "the live writer was sent a signal"
+        with pytest.raises(subprocess.TimeoutExpired):  # still running: it was sent no signal
+            writer.wait(0.2)
         assert live.exists() and huge.exists()
     finally:
         writer.kill()
         writer.wait()
+        writer.stdout.close()
     assert remove_stale_temp_files(target) == [live]
 
 
@@ -579,6 +587,8 @@ class _BadGraph(Function, register=False):
             return gy
         if self.reply == "array for b":
             return gy, gy.numpy()
+        if self.reply == "wrong shape":
+            return gy.sum() * Tensor(np.ones(3)), None
         return gy.numpy(), None
 
 
@@ -603,3 +613,272 @@ def test_create_graph_skips_inputs_that_need_no_gradient() -> None:
     y = _BadGraph.apply(x, np.ones(2), reply="array for b").sum()
     (g,) = grad(y, x, create_graph=True)
     np.testing.assert_array_equal(g.numpy(), [1.0, 1.0])
+
+
+# --------------------------------------------------------------------------- create_graph, part 2
+
+
+def test_create_graph_names_a_backward_graph_gradient_of_the_wrong_shape() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = _BadGraph.apply(x, np.ones(2), reply="wrong shape").sum()
+    with pytest.raises(RuntimeError, match=(
+        r"^_BadGraph\.backward_graph returned a gradient of shape \(3,\) for input 0, "
+        r"whose shape is \(2,\)$"
+    )):  # fmt: skip
+        grad(y, x, create_graph=True)
+
+
+def test_create_graph_gradients_come_back_in_each_inputs_dtype() -> None:
+    """A float32 input times a float64 one: Mul's backward_graph computes in float64, and the
+    float32 input's gradient is cast back (as on the first-order path), graph and all."""
+    x = Tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
+    w = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    gx, gw = grad((x * w).sum(), [x, w], create_graph=True)
+    assert (gx.dtype, gw.dtype) == (np.float32, np.float64)
+    np.testing.assert_array_equal(gx.numpy(), [3.0, 4.0])
+    np.testing.assert_array_equal(gw.numpy(), [1.0, 2.0])
+    (h,) = grad((gx * gx).sum(), w)  # through the cast: d(sum w^2)/dw = 2 w
+    assert h.dtype == np.float64
+    np.testing.assert_array_equal(h, [6.0, 8.0])
+    (x * w).sum().backward(create_graph=True)
+    assert x.grad.dtype == np.float32 and w.grad.dtype == np.float64
+
+
+def test_first_order_gradients_come_back_in_each_inputs_dtype() -> None:
+    x = Tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
+    w = Tensor(np.array([3.0, 4.0]), requires_grad=True)
+    gx, gw = grad((x * w).sum(), [x, w])
+    assert (gx.dtype, gw.dtype) == (np.float32, np.float64)
+    np.testing.assert_array_equal(gx, [3.0, 4.0])
+    np.testing.assert_array_equal(gw, [1.0, 2.0])
+
+
+# --------------------------------------------------------------------------- backward messages
+
+
+def test_backward_without_a_graph_says_how_to_get_one() -> None:
+    with pytest.raises(RuntimeError, match=(
+        r"^backward: this tensor does not require grad and has no graph; create inputs with "
+        r"requires_grad=True \(and not under no_grad\(\)\)$"
+    )):  # fmt: skip
+        Tensor(np.ones(2)).sum().backward()
+
+
+def test_freed_graph_messages_name_the_call_that_needs_retain_graph() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    y.backward()
+    with pytest.raises(RuntimeError, match=(
+        r"^backward: the graph was already freed by an earlier backward\(\) or grad\(\); call "
+        r"backward\(retain_graph=True\) the first time to go through it twice$"
+    )):  # fmt: skip
+        y.backward()
+    y = (x * x).sum()
+    grad(y, x)
+    with pytest.raises(RuntimeError, match=(
+        r"^grad: the graph was already freed by an earlier backward\(\) or grad\(\); call "
+        r"grad\(\.\.\., retain_graph=True\) the first time to go through it twice$"
+    )):  # fmt: skip
+        grad(y, x)
+    z = x * x
+    z.sum().backward()  # frees Mul, which the next graph reaches
+    with pytest.raises(RuntimeError, match=(
+        r"^backward: the graph through Mul was already freed by an earlier backward\(\); "
+        r"use retain_graph=True$"
+    )):  # fmt: skip
+        (z * 2.0).sum().backward()
+
+
+# --------------------------------------------------------------------------- roots
+
+
+def test_the_root_gradient_has_the_outputs_dtype() -> None:
+    x = Tensor(np.array([1.0, 2.0], dtype=np.float32), requires_grad=True)
+    y = (x * x).sum()
+    seen = []
+    with on_op_backward(lambda fn, gy, gxs: seen.append((fn.name, gy.dtype))):
+        gy, gx = grad(y, [y, x])
+    assert gy.dtype == np.float32 and gy == 1.0
+    y2 = (x * x).sum()
+    (g2,) = grad(y2, y2, grad_outputs=np.array(2.0))  # a float64 array is cast
+    assert g2.dtype == np.float32 and g2 == 2.0
+    assert seen == [("Sum", np.float32), ("Mul", np.float32)]
+    np.testing.assert_array_equal(gx, [2.0, 4.0])
+
+
+def test_a_tensor_grad_outputs_keeps_its_graph_under_create_graph() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    v = Tensor(np.array([5.0, 7.0]), requires_grad=True)
+    (g,) = grad(x * x, x, grad_outputs=v, create_graph=True)  # 2 x v
+    np.testing.assert_array_equal(g.numpy(), [10.0, 28.0])
+    (gv,) = grad(g.sum(), v)  # through grad_outputs: 2 x
+    np.testing.assert_array_equal(gv, [2.0, 4.0])
+
+
+def test_an_output_given_twice_counts_twice() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    z = (x * 3.0).sum()
+    (g,) = grad((y, y, z), x, retain_graph=True)
+    np.testing.assert_array_equal(g, [7.0, 11.0])  # 2 * 2x + 3
+    (g,) = grad((y, y, z), x, create_graph=True)
+    np.testing.assert_array_equal(g.numpy(), [7.0, 11.0])
+
+
+# --------------------------------------------------------------------------- grad mode and errors
+
+
+def test_grad_mode_is_reported_as_a_bool() -> None:
+    from tinygrad_cnn import enable_grad, is_grad_enabled, no_grad
+
+    assert is_grad_enabled() is True
+    with no_grad():
+        assert is_grad_enabled() is False
+        with enable_grad():
+            assert is_grad_enabled() is True
+        assert is_grad_enabled() is False
+    assert is_grad_enabled() is True
+
+
+class _Raises(Function, register=False):
+    """An op whose forward raises an error with two arguments."""
+
+    def forward(self, x):
+        raise ValueError("bad input", 7)
+
+
+def test_an_error_in_a_module_keeps_all_its_arguments() -> None:
+    from tinygrad_cnn.autograd import module_scope
+
+    with module_scope("net"), module_scope("fc1"):
+        with pytest.raises(ValueError) as info:
+            _Raises.apply(Tensor(np.ones(2)))
+    assert info.value.args == ("bad input (in module net.fc1)", 7)
+
+
+class _OneForTwo(Function, register=False):
+    """``a + b`` whose backward returns one gradient for its two inputs."""
+
+    def forward(self, a, b):
+        return a + b
+
+    def backward(self, gy):
+        return (gy,)
+
+
+def test_a_backward_returning_the_wrong_count_is_reported_in_full() -> None:
+    x = Tensor(np.ones(2), requires_grad=True)
+    with pytest.raises(RuntimeError, match=(
+        r"^_OneForTwo\.backward returned 1 gradient\(s\) for 2 input\(s\); return one per input "
+        r"\(None where needs_input_grad is False\)$"
+    )):  # fmt: skip
+        _OneForTwo.apply(x, x).sum().backward()
+
+
+def test_a_plain_backward_adds_to_a_grad_left_by_create_graph() -> None:
+    x = Tensor(np.array([2.0]), requires_grad=True)
+    (x * x * x).sum().backward(create_graph=True)  # .grad: a Tensor, 3 x^2 = 12
+    (x * x).sum().backward()  # + 2 x
+    assert type(x.grad) is np.ndarray
+    np.testing.assert_array_equal(x.grad, [16.0])
+
+
+def test_backward_and_its_hooks_run_in_no_grad_mode_unless_create_graph() -> None:
+    from tinygrad_cnn import is_grad_enabled
+
+    for create_graph in (False, True):
+        x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+        h = x * 3.0
+        seen = []
+        h.register_hook(lambda g, seen=seen: seen.append(is_grad_enabled()))
+        with on_op_backward(lambda fn, gy, gxs, seen=seen: seen.append(is_grad_enabled())):
+            (h * h).sum().backward(create_graph=create_graph)
+        assert seen == [create_graph] * 4
+
+
+def test_a_hooked_intermediate_gets_no_grad_without_retain_grad() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    h = x * 3.0
+    h.register_hook(lambda g: None)
+    (h * h).sum().backward()
+    assert h.grad is None
+    np.testing.assert_array_equal(x.grad, [18.0, 36.0])
+
+
+class _Triple(Function, register=False):
+    """``3 * x`` whose backward returns a Python float, or a list in a tuple."""
+
+    as_list: bool
+
+    def forward(self, x):
+        return 3.0 * x
+
+    def backward(self, gy):
+        g = 3.0 * gy
+        return (g.tolist(),) if self.as_list else float(g)
+
+
+@pytest.mark.parametrize("as_list", [False, True])
+def test_a_backward_may_return_python_numbers(as_list) -> None:
+    data = np.array([1.0, 2.0] if as_list else 1.0, dtype=np.float32)
+    x = Tensor(data, requires_grad=True)
+    _Triple.apply(x, as_list=as_list).sum().backward()
+    assert x.grad.dtype == np.float32
+    np.testing.assert_array_equal(x.grad, np.full(data.shape, 3.0))
+
+
+def test_an_ops_freed_flag_is_false_until_backward_frees_it() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    assert y.op.freed is False
+    y.backward(retain_graph=True)
+    assert y.op.freed is False
+    y.backward()
+    assert y.op.freed is True
+
+
+def test_backward_with_create_graph_keeps_the_graph_by_default() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    y = (x * x).sum()
+    y.backward(create_graph=True)
+    assert y.op.freed is False
+    y.backward()  # the graph is still there; .grad: 2x + 2x
+    np.testing.assert_array_equal(x.grad, [4.0, 8.0])
+
+
+def test_backward_with_create_graph_takes_a_tensor_grad_with_its_graph() -> None:
+    x = Tensor(np.array([1.0, -3.0]), requires_grad=True)
+    v = Tensor(np.array([5.0, 7.0]), requires_grad=True)
+    (x * x).backward(v, create_graph=True)  # .grad: 2 x v
+    np.testing.assert_array_equal(x.grad.numpy(), [10.0, -42.0])
+    (gv,) = grad(x.grad.sum(), v)
+    np.testing.assert_array_equal(gv, [2.0, -6.0])
+    x.grad = None
+    _Square.apply(x).sum().backward(create_graph=True)  # an op without backward_graph
+    np.testing.assert_array_equal(x.grad.numpy(), [2.0, -6.0])
+
+
+def test_backward_and_grad_name_a_bad_upstream_gradient() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with pytest.raises(RuntimeError, match=(
+        r"^backward: grad can be omitted only for a scalar output, got shape \(2,\); "
+        r"pass grad with that shape$"
+    )):  # fmt: skip
+        (x * x).backward()
+    for g, create_graph in [(np.ones(3), False), (np.ones(3), True), (Tensor(np.ones(3)), True)]:
+        with pytest.raises(ValueError, match=r"^backward: grad has shape \(3,\), expected \(2,\)$"):
+            (x * x).backward(g, create_graph=create_graph)
+    with pytest.raises(TypeError, match=r"^backward: grad must be numeric, got dtype <U1$"):
+        (x * x).backward(np.array(["a", "b"]))
+    with pytest.raises(ValueError, match=r"^grad: grad_outputs has shape \(3,\), expected \(2,\)$"):
+        grad(x * x, x, grad_outputs=np.ones(3))
+
+
+def test_backward_with_create_graph_takes_an_array_grad() -> None:
+    x = Tensor(np.array([1.0, -3.0]), requires_grad=True)
+    (x * x).backward(np.array([5.0, 7.0]), create_graph=True)
+    assert isinstance(x.grad, Tensor)
+    np.testing.assert_array_equal(x.grad.numpy(), [10.0, -42.0])
+    x.grad = None
+    _Square.apply(x).backward(np.array([5.0, 7.0]), create_graph=True)  # no backward_graph
+    np.testing.assert_array_equal(x.grad.numpy(), [10.0, -42.0])

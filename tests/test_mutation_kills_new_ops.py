@@ -269,3 +269,18 @@ def test_softmax_ce_allows_one_class_and_names_empty_shapes() -> None:
         ValueError, match=r"^softmax_cross_entropy: logits \(2, 0\) have no classes \(K = 0\)$"
     ):
         sce.apply(np.zeros((2, 0)), np.zeros(2, np.int64))
+
+
+@pytest.mark.parametrize("name", ["Add", "Sub", "Mul", "Div"])
+@pytest.mark.parametrize("other", [np.int64, np.uint8, np.bool_, np.float64])
+def test_binary_op_gives_an_integer_operand_the_float_operands_dtype(name, other) -> None:
+    """int64 (uint8, bool) with float32 gives float32, either way round; float64 with float32
+    gives float64, and a float operand is never cast to the other's integer dtype."""
+    f = np.array([1.5, 2.5, 4.0], np.float32)
+    o = np.array([3, 1, 2], other)
+    want = np.float64 if other is np.float64 else np.float32
+    fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Div": np.divide}[name]
+    for a, b in ((f, o), (o, f)):
+        y = Function.registry[name].apply(Tensor(a), Tensor(b)).numpy()
+        assert y.dtype == want
+        np.testing.assert_allclose(y, fn(a.astype(np.float64), b.astype(np.float64)), rtol=1e-6)

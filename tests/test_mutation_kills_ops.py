@@ -616,3 +616,53 @@ def test_conv2d_promotes_to_the_widest_operand_dtype_like_numpy(wide) -> None:
     y = F.conv2d(_ones((1, 2, 4, 4), dt["x"]), _ones((3, 2, 2, 2), dt["w"]), b)
     assert y.dtype == np.float64
     np.testing.assert_array_equal(y.numpy(), np.full((1, 3, 3, 3), 8.0 + (b is not None)))
+
+
+# ------------------------------------------------------------------------- third pass (geometry)
+
+
+@pytest.mark.parametrize(
+    ("x", "padded"),
+    [((1, 1, 2, 3), "4x7"), ((1, 1, 3, 2), "5x6")],  # too tall only; too wide only
+)
+def test_kernel_larger_than_the_padded_input_along_one_axis_is_refused(x, padded) -> None:
+    """Either axis alone is enough, and the message gives the padded size (padding (1, 2))."""
+    message = (
+        rf"^conv2d: kernel 5x7 is larger than the padded input {padded} \(input shape "
+        rf"\(1, 1, {x[2]}, {x[3]}\), padding \(1, 2\)\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        F.conv2d(_ones(x), _ones((1, 1, 5, 7)), padding=(1, 2))
+
+
+def test_window_views_are_read_only() -> None:
+    """``unfold`` and ``windows`` are documented read-only: overlapping windows share memory,
+    and with no padding the view is of the caller's own array."""
+    from tinygrad_cnn.ops.conv import unfold, windows
+
+    xp = np.zeros((1, 2, 4, 4))
+    for view in (
+        unfold(xp.transpose(1, 2, 3, 0), (2, 2), (1, 1), (3, 3)),
+        windows(xp, (2, 2), (1, 1), (3, 3)),
+    ):
+        assert not view.flags.writeable
+        with pytest.raises(ValueError, match="read-only"):
+            view[0, 0, 0, 0, 0, 0] = 1.0
+    assert not xp.any()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="axis 0 of a 0-d input passes normalize_axes (its range is -ndim <= a < max(ndim, 1)) "
+    "and reaches NumPy: AxisError, or a bare IndexError in mean and var",
+)
+@pytest.mark.parametrize("reduce", [F.sum, F.mean, F.max, F.var, F.logsumexp, F.norm])
+def test_reducing_a_0d_input_over_axis_0_is_answered_by_the_op(reduce) -> None:
+    """squeeze, flip, softmax and argmax take axis 0 of a 0-d input (as NumPy's reductions
+    do); the reductions pass the same check, so each must reduce nothing or refuse by name."""
+    try:
+        y = reduce(Tensor(np.array(3.0)), axis=0)
+    except ValueError as e:
+        assert str(e).startswith(f"{reduce.__name__}: axis 0 is out of range"), str(e)
+    else:
+        assert y.shape == ()
