@@ -29,8 +29,14 @@ for arg in "$@"; do
 done
 
 if [ "$score_only" = 0 ]; then
+    # The mutants' pytest sessions each leave a temp folder (73 GB over the 2026-12-07 run,
+    # which filled the disk): keep them in one place and clear it before and after.
+    mkdir -p mutants
+    export TMPDIR="$PWD/mutants/tmp"
+    rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
     # mutmut exits non-zero when mutants survive; the score below is the verdict.
     nice -n 10 python -m mutmut run --max-children "${JOBS:-1}" || true
+    rm -rf "$TMPDIR"
 fi
 
 mkdir -p mutants
@@ -47,7 +53,8 @@ for line in open(sys.argv[1]):
         continue
     module = name.split("__mutmut_")[0].rsplit(".", 1)[0]
     counts[module][status] += 1
-# A timeout counts as caught (the mutant made a test hang); "not checked" are not counted yet.
+# A timeout or a segfault counts as caught (the mutant made a test hang or crash); "not checked"
+# are not counted yet.
 total = collections.Counter()
 head = f"{'module':30} {'caught':>6} {'tested':>6} {'score':>7}   survived  no-tests  timeout  unchecked"
 print(head)
@@ -55,13 +62,13 @@ for module in sorted(counts):
     c = counts[module]
     total.update(c)
     tested = sum(c.values()) - c["not checked"]
-    caught = c["killed"] + c["timeout"]
+    caught = c["killed"] + c["timeout"] + c["segfault"]
     score = f"{100 * caught / tested:6.1f}%" if tested else "    -- "
     print(f"{module:30} {caught:6d} {tested:6d} {score}   {c['survived']:8d} {c['no tests']:9d} "
           f"{c['timeout']:8d} {c['not checked']:10d}")
 tested = sum(total.values()) - total["not checked"]
 if tested:
-    caught = total["killed"] + total["timeout"]
+    caught = total["killed"] + total["timeout"] + total["segfault"]
     print(f"{'overall':30} {caught:6d} {tested:6d} {100 * caught / tested:6.1f}%   "
           f"{total['survived']:8d} {total['no tests']:9d} {total['timeout']:8d} "
           f"{total['not checked']:10d}")

@@ -723,6 +723,9 @@ def test_an_output_given_twice_counts_twice() -> None:
     np.testing.assert_array_equal(g, [7.0, 11.0])  # 2 * 2x + 3
     (g,) = grad((y, y, z), x, create_graph=True)
     np.testing.assert_array_equal(g.numpy(), [7.0, 11.0])
+    y = (x * x).sum()
+    (g,) = grad((y, (y * 1.0).sum(), y), x)  # each op walked once: the graph is freed after
+    np.testing.assert_array_equal(g, [6.0, 12.0])
 
 
 # --------------------------------------------------------------------------- grad mode and errors
@@ -882,3 +885,47 @@ def test_backward_with_create_graph_takes_an_array_grad() -> None:
     x.grad = None
     _Square.apply(x).backward(np.array([5.0, 7.0]), create_graph=True)  # no backward_graph
     np.testing.assert_array_equal(x.grad.numpy(), [10.0, -42.0])
+
+
+def test_backward_takes_a_list_a_number_or_a_tensor_as_grad() -> None:
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    for y, g, want in [
+        (x * x, [5.0, 7.0], [10.0, 28.0]),
+        ((x * x).sum(), 2.0, [4.0, 8.0]),
+        (x * x, Tensor(np.array([5.0, 7.0])), [10.0, 28.0]),
+    ]:
+        x.grad = None
+        y.backward(g)
+        assert type(x.grad) is np.ndarray
+        np.testing.assert_array_equal(x.grad, want)
+
+
+def test_create_graph_makes_the_scalar_roots_ones_a_tensor() -> None:
+    x = Tensor(np.array(3.0), requires_grad=True)
+    y = _Square.apply(x)  # the root's own op has no backward_graph
+    y.backward(create_graph=True)
+    assert isinstance(x.grad, Tensor) and x.grad.numpy() == 6.0
+    y = (x * x).sum()
+    (gy,) = grad(y, y, create_graph=True)
+    assert isinstance(gy, Tensor) and gy.numpy() == 1.0
+
+
+def test_an_op_lists_the_attributes_it_was_applied_with() -> None:
+    x = Tensor(np.ones((2, 3)), requires_grad=True)
+    y = x.sum(axis=1, keepdims=True)
+    assert y.op.attrs() == {"axis": (1,), "keepdims": True}
+    again = type(y.op).apply(x, **y.op.attrs())
+    np.testing.assert_array_equal(again.numpy(), [[3.0], [3.0]])
+
+
+def test_an_op_records_its_module_and_its_gradient_ops_join_it() -> None:
+    from tinygrad_cnn.autograd import module_scope
+
+    x = Tensor(np.array([1.0, 2.0]), requires_grad=True)
+    with module_scope("net"), module_scope("fc1"):
+        y = (x * x).sum()
+    assert y.op.scope == ("net", "fc1")
+    scopes = []
+    with on_op_created(lambda fn, xs, out: scopes.append(fn.scope)):
+        grad(y, x, create_graph=True)
+    assert ("net", "fc1") in scopes  # the ops of the gradient of an op in net.fc1
