@@ -1,4 +1,5 @@
-"""Naive reference implementations (oracles) for the op tests, plus the PyTorch reference loader.
+"""Naive reference implementations (oracles) for the op tests, plus the PyTorch reference loader
+and a stand-in for a live writer process.
 
 Each oracle is its op's definition written out as nested Python loops in float64, readable line
 by line and validated against PyTorch in ``test_oracles.py``. They are slow: use tiny sizes.
@@ -16,7 +17,10 @@ import itertools
 import json
 import math
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -409,3 +413,22 @@ def batch_norm_naive(x, gamma, beta, mean=None, var=None, eps: float = 1e-5) -> 
             mu, s2 = float(mean[c]), float(var[c])
         out[:, c] = gamma[c] * (v - mu) / math.sqrt(s2 + eps) + beta[c]
     return out
+
+
+@contextmanager
+def live_writer() -> Iterator[subprocess.Popen]:
+    """A process that stands for a writer still at work: it has said "ready" when this yields,
+    sleeps, and is killed on exit. It resets SIGHUP to its default (under ``nohup`` it would
+    inherit it ignored), so any signal sent to it would end it."""
+    code = (
+        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
+        "print('ready', flush=True); time.sleep(30)"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == "ready\n"
+        yield writer
+    finally:
+        writer.kill()
+        writer.wait()
+        writer.stdout.close()

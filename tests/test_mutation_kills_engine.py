@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracles import live_writer
 
 from tinygrad_cnn import Function, Tensor, grad, on_op_backward, on_op_created
 from tinygrad_cnn.autograd import unbroadcast
@@ -99,13 +100,7 @@ def test_temp_files_of_live_writers_are_kept_and_the_writer_is_not_disturbed(tmp
     """The writer resets SIGHUP to its default (under nohup it inherits it ignored), so a
     SIGHUP sent to it would end it too."""
     target = tmp_path / "ck.npz"
-    code = (
-        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
-        "print('ready', flush=True); time.sleep(30)"
-    )
-    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert writer.stdout.readline() == "ready\n"
+    with live_writer() as writer:
         live = tmp_path / f".ck.npz.{writer.pid}.abcd1234.tmp"
         huge = tmp_path / f".ck.npz.{2**70}.abcd1234.tmp"  # no such PID can exist
         for p in (live, huge):
@@ -114,10 +109,6 @@ def test_temp_files_of_live_writers_are_kept_and_the_writer_is_not_disturbed(tmp
         with pytest.raises(subprocess.TimeoutExpired):  # still running: it was sent no signal
             writer.wait(0.2)
         assert live.exists() and huge.exists()
-    finally:
-        writer.kill()
-        writer.wait()
-        writer.stdout.close()
     assert remove_stale_temp_files(target) == [live]
 
 
@@ -308,21 +299,17 @@ def test_optimizer_load_state_dict_names_the_type_it_got() -> None:
         SGD([_Param(np.zeros(3))]).load_state_dict([("step", 0)])
 
 
-@pytest.mark.parametrize(
-    ("cls", "name"),
-    [(Momentum, "momentum"), (Nesterov, "momentum"), (RMSprop, "decay_rate"),
-     (Adam, "beta1"), (Adam, "beta2")],
-)  # fmt: skip
+UNIT_INTERVAL = [(Momentum, "momentum"), (Nesterov, "momentum"), (RMSprop, "decay_rate"),
+                 (Adam, "beta1"), (Adam, "beta2")]  # fmt: skip
+
+
+@pytest.mark.parametrize(("cls", "name"), UNIT_INTERVAL)
 def test_optimizer_unit_interval_hyperparameters_exclude_one(cls, name) -> None:
     with pytest.raises(ValueError, match=rf"^{name} must be in \[0, 1\), got 1\.0$"):
         cls([_Param(np.zeros(3))], **{name: 1.0})
 
 
-@pytest.mark.parametrize(
-    ("cls", "name"),
-    [(Momentum, "momentum"), (Nesterov, "momentum"), (RMSprop, "decay_rate"),
-     (Adam, "beta1"), (Adam, "beta2")],
-)  # fmt: skip
+@pytest.mark.parametrize(("cls", "name"), UNIT_INTERVAL)
 def test_optimizer_unit_interval_hyperparameters_include_zero(cls, name) -> None:
     assert getattr(cls([_Param(np.zeros(3))], **{name: 0.0}), name) == 0.0
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import os
 import subprocess
-import sys
 import types
 import warnings
 import zipfile
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from oracles import live_writer
 
 import tinygrad_cnn.io as tio
 from tinygrad_cnn import Tensor, optim
@@ -289,22 +289,12 @@ def test_a_writer_we_may_not_signal_is_alive_and_its_temp_file_kept(tmp_path, mo
 def test_a_live_writer_is_only_probed_never_signalled(tmp_path) -> None:
     """The writer resets SIGHUP to its default (it may be inherited as ignored, under nohup),
     so any real signal would end it."""
-    code = (
-        "import signal, time; signal.signal(signal.SIGHUP, signal.SIG_DFL); "
-        "print('ready', flush=True); time.sleep(30)"
-    )
-    writer = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    try:
-        assert writer.stdout.readline() == "ready\n"
+    with live_writer() as writer:
         live = tmp_path / f".ck.npz.{writer.pid}.abcd1234.tmp"
         live.write_bytes(b"partial")
         assert tio.remove_stale_temp_files(tmp_path / "ck.npz") == []
         with pytest.raises(subprocess.TimeoutExpired):
             writer.wait(0.2)
-    finally:
-        writer.kill()
-        writer.wait()
-        writer.stdout.close()
 
 
 NO_SUCH_PID = 2**22  # above Linux's PID_MAX_LIMIT: no process ever has it

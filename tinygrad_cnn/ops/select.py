@@ -111,7 +111,8 @@ def _l2(x: np.ndarray, axis: tuple[int, ...]) -> np.ndarray:
     safe = np.where((s == 0) | ~np.isfinite(s), 1, s)  # all zero, inf or NaN: unscaled
     with np.errstate(invalid="ignore"):  # inf - inf in an unscaled group: NaN, replaced below
         y = safe * np.sqrt(((x / safe) ** 2).sum(axis=axis, keepdims=True))
-    return np.where(np.isinf(s), np.inf, y) if np.isinf(s).any() else y
+    inf = np.isinf(s)
+    return np.where(inf, np.inf, y) if inf.any() else y
 
 
 class Norm(Function):
