@@ -182,11 +182,12 @@ def test_a_params_file_of_another_model_names_the_options_that_read_it(tmp_path,
     for name, net in files.items():
         net.save_params(tmp_path / name)
     DeepConvNet(seed=0).save_params(tmp_path / "deep.pkl", book=True)
+    simple, refused = ["--model", "simpleconvnet"], "DeepConvNet parameters, not SimpleConvNet's"
     cases = [
-        ("deep.npz", [], "DeepConvNet parameters, not SimpleConvNet's: pass --model deepconvnet"),
-        ("deep.pkl", [], "DeepConvNet parameters, not SimpleConvNet's: pass --model deepconvnet"),
+        ("deep.npz", simple, f"{refused}: pass --model deepconvnet"),
+        ("deep.pkl", simple, f"{refused}: pass --model deepconvnet"),
         ("bn.npz", ["--model", "deepconvnet"], "pass --model deepconvnet --batch-norm"),
-        ("bn.npz", [], "DeepConvNet (batch norm) parameters, not SimpleConvNet's"),
+        ("bn.npz", simple, "DeepConvNet (batch norm) parameters, not SimpleConvNet's"),
         ("deep.npz", ["--model", "deepconvnet", "--batch-norm"],
          "pass --model deepconvnet without --batch-norm"),
         ("simple.npz", ["--model", "deepconvnet"], "pass --model simpleconvnet"),
@@ -223,8 +224,9 @@ def test_batch_norm_is_kept_on_resume_and_refused_elsewhere(tmp_path, capsys, mo
     no_model = [a for a in argv if a not in ("--model", "deepconvnet")]
     assert main([*no_model, "--epochs", "3", "--resume"]) == 0  # the checkpoint's network
     assert "training DeepConvNet (batch norm)" in capsys.readouterr().out
-    for command in (["train", "--epochs", "1"], ["evaluate", "--params", params],
-                    ["plot", "filters", "--params", params], ["graph"], ["audit"]):  # fmt: skip
+    simple = ["--model", "simpleconvnet", "--params", params]  # else the file's model is taken
+    for command in (["train", "--epochs", "1"], ["evaluate", *simple],
+                    ["plot", "filters", *simple], ["graph"], ["audit"]):  # fmt: skip
         assert main([*command, "--batch-norm"]) == 2
         assert "--batch-norm is an option of --model deepconvnet" in capsys.readouterr().err
 

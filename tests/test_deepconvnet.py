@@ -281,8 +281,10 @@ def test_cli_trains_evaluates_draws_and_audits_deepconvnet(tmp_path, capsys):
     assert main(["evaluate", "--model", "deepconvnet", "--params", str(params)]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()[-10:]]
     assert np.array([[int(v) for v in row[1:]] for row in rows]).sum() == 2000
-    assert main(["evaluate", "--params", str(params)]) == 2  # SimpleConvNet cannot read it
-    assert "holds DeepConvNet parameters" in capsys.readouterr().err
+    assert main(["evaluate", "--model", "simpleconvnet", "--params", str(params)]) == 2
+    assert "holds DeepConvNet parameters" in capsys.readouterr().err  # SimpleConvNet can't read it
+    assert main(["evaluate", "--params", str(params)]) == 0  # without --model: the file's model
+    capsys.readouterr()
 
     graph = ["graph", "--model", "deepconvnet", "--params", str(params)]
     assert main([*graph, "--out", str(tmp_path / "g.dot")]) == 0

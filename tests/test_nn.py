@@ -249,3 +249,10 @@ def test_parameters_in_a_dict_filled_after_construction_are_found():
 
     with pytest.raises(TypeError, match=r"LateArray: params\['W1'\] is a NumPy array"):
         LateArray().parameters()
+
+
+def test_repr_shows_dropout_kind_and_pooling_geometry():
+    assert repr(nn.Dropout(0.3)) == "Dropout(p=0.3)"
+    assert repr(nn.Dropout(0.5, inverted=False)) == "Dropout(p=0.5, inverted=False)"
+    assert repr(nn.MaxPool2d(2, 2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"
+    assert repr(nn.AvgPool2d(3, padding=1)) == "AvgPool2d(kernel_size=3, stride=None, padding=1)"

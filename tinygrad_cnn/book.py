@@ -432,6 +432,7 @@ def check_network(
         if last is not None:
             twin = primed.last_layer
             reports.append(_check(last, twin, h, t, None, train_flg, seed, "last_layer", **options))
+    rows = _refer_to_layers(rows, net, reports)
     seconds = time.perf_counter() - start
     header = (
         f"{who}: input {x64.shape}, {samples} sampled elements per parameter, "
@@ -455,6 +456,31 @@ def check_network(
 
 def _mapping(grads: Any) -> Mapping[str, Any]:
     return grads if isinstance(grads, Mapping) else {}
+
+
+def _refer_to_layers(
+    rows: list[GradientRow], net: Any, reports: list[LayerReport]
+) -> list[GradientRow]:
+    """A wrong parameter row takes the diagnosis of the layer gradient that belongs to the same
+    array, when that layer's own check finds it wrong: the layer check sees the layer's dout,
+    the network check only the loss (softmax-loss rows sum to 0, which hides a wrong axis)."""
+    owner: dict[int, tuple[str, str]] = {}
+    last = getattr(net, "last_layer", None)
+    layers = [*net.layers.values(), *([last] if last is not None else [])]
+    for rep, layer in zip(reports, layers, strict=True):
+        for p, g in param_pairs(layer).items():
+            owner.setdefault(id(getattr(layer, p)), (rep.layer, g))
+    found = {(rep.layer, r.name): r for rep in reports for r in rep.rows}
+    out = []
+    for row in rows:
+        lname, g = owner.get(id(net.params[row.name]), ("", ""))
+        twin = found.get((lname, g))
+        if not row.ok and twin is not None and twin.diagnosis is not None:
+            d = twin.diagnosis
+            why = f"{row.name} is {lname}.{g}, which its layer check finds wrong: {d.message}"
+            row = dataclasses.replace(row, diagnosis=Diagnosis(d.code, why))
+        out.append(row)
+    return out
 
 
 def _swapped(row: GradientRow, got: Any, params: Mapping[str, Any]) -> GradientRow:

@@ -32,6 +32,8 @@ CATALOGUE: dict[str, str] = {
     "window-overlap": "wrong exactly where windows overlap (col2im overwrites instead of adding)",
     "mask-inverted": "a ReLU/pooling mask is inverted: the gradient flows where it must not",
     "mask-wrong-array": "a mask or argmax is taken from the wrong array",
+    "missing-mean": "dx off by the same amount in every sample: a mean term is missing "
+    "(batch norm's - dmu / N)",
     "unrecognised": "a pattern outside the catalogue (see the error map)",
 }
 
@@ -248,14 +250,16 @@ def _same_shape_transposed(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
 
 
 def _mask(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    """Right or zero everywhere, and zero where it must not be: a mask of ``dx`` (a parameter
+    gradient has no mask, and one that is all zero is more likely summed to nothing)."""
     sel = ev.checked & ~ev.ok
-    if not sel.any():
+    if ev.name != "dx" or ev.network or not sel.any():
         return None
     an, n = a[ev.checked], ev.numeric[ev.checked]
     tiny = 1e-9 * max(float(np.abs(an).max()), float(np.abs(n).max()), 1e-300)
     za, zn = np.abs(an) <= tiny, np.abs(n) <= tiny
     same = np.abs(an - n) <= 1e-4 * np.abs(n) + tiny * 1e3
-    if not np.all(same | za | zn):
+    if not np.all(same | za | zn) or not np.any(za != zn):
         return None
     wrong = f"{int((za != zn).sum())} of {an.size} checked"
     if not np.any(same & ~za):  # never agree where the gradient flows: exact complement
@@ -275,6 +279,56 @@ def _mask(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
     return Diagnosis(
         "mask-wrong-array",
         f"{ev.name} passes the gradient through the wrong elements ({wrong}): {why}",
+    )
+
+
+def _centering(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    """``dx`` off by the same amount in every sample, per feature: a mean term is missing."""
+    b = ev.batch
+    if ev.name != "dx" or b < 2 or len(ev.target_shape) < 2 or ev.target_shape[0] != b:
+        return None
+    sel, n = ev.checked.reshape(b, -1), np.nan_to_num(ev.numeric).reshape(b, -1)  # (N, F)
+    d = np.where(sel, a.reshape(b, -1) - n, 0.0)
+    count = sel.sum(axis=0)  # (F,): checked samples of each feature
+    offset = d.sum(axis=0) / np.maximum(count, 1)  # (F,)
+    scale = max(float(np.abs(a.reshape(b, -1)[sel]).max()), float(np.abs(n).max()), 1e-300)
+    tol = 1e-4 * np.abs(n) + 1e-6 * scale
+    seen = (count >= 2) & (np.abs(offset) > 1e-4 * scale)  # an offset two samples agree on
+    if not seen.any() or np.any((np.abs(d - offset) > tol) & sel):
+        return None
+    full = count == b
+    sums = np.abs(n[:, full].sum(axis=0))  # the right dx summed over the batch
+    if full.any() and np.all(sums <= 1e-4 * scale * b):
+        worst = float(np.abs(b * offset[full]).max())
+        return Diagnosis(
+            "missing-mean",
+            f"{ev.name} is off by the same amount in every sample (per feature); the right "
+            f"{ev.name} sums to 0 over the batch (the output does not move when a feature "
+            f"moves equally in every sample), yours sums to up to {worst:.3g}: a mean term is "
+            "missing, e.g. batch norm's dx = dxc - dmu / N",
+        )
+    return Diagnosis(
+        "missing-mean",
+        f"{ev.name} is off by the same amount in every sample (per feature): a term "
+        "averaged over the batch is missing or wrong (e.g. batch norm's - dmu / N)",
+    )
+
+
+def _near_miss(ev: Evidence, a: np.ndarray) -> Diagnosis | None:
+    """Off by less than 1e-3 of its largest element (the row's rel.err) wherever it is wrong:
+    no bug of the catalogue, so say what else makes it."""
+    sel, bad = ev.checked, ev.checked & ~ev.ok  # elements held on a kink are not counted
+    if not bad.any():
+        return None
+    scale = max(float(np.abs(a[sel]).max()), float(np.abs(ev.numeric[sel]).max()), 1e-300)
+    if float(np.abs(a[bad] - ev.numeric[bad]).max()) > 1e-3 * scale:
+        return None
+    return Diagnosis(
+        "unrecognised",
+        f"{ev.name} is close to right everywhere (rel.err below 1e-3) but above the "
+        "tolerance: no bug of the catalogue; a small constant in forward that backward leaves "
+        "out (the book's log(y + 1e-7), where a probability is below about 0.01), float32 "
+        "arithmetic, or a tolerance (rtol) too tight for this layer",
     )
 
 
@@ -305,12 +359,14 @@ def diagnose(ev: Evidence) -> Diagnosis:
     if _close(-a, ev.numeric, ev.checked):
         return Diagnosis("sign-flipped", f"{ev.name} has the right size and the wrong sign")
     patterns: list[Callable[[Evidence, np.ndarray], Diagnosis | None]] = [
+        _near_miss,
         _factor,
         _first_sample,
         _overlap,
         _bias_axis,
         _same_shape_transposed,
         _mask,
+        _centering,
     ]
     for pattern in patterns:
         found = pattern(ev, a)

@@ -72,6 +72,28 @@ def _load_params(net, path: Path, model: str, batch_norm: bool, flag: str = "--p
         raise
 
 
+def _params_variant(path: Path) -> tuple[str, bool] | None:
+    """The variant whose ``load_params`` reads ``path`` (.npz or the book's .pkl), if any."""
+    for fit in VARIANTS:
+        try:
+            _network(fit[0], batch_norm=fit[1]).load_params(path)
+        except ValueError:
+            continue
+        return fit
+    return None
+
+
+def _model_of_params(args: argparse.Namespace) -> None:
+    """``--model`` not given: the network ``--params`` holds (else simpleconvnet). A given
+    ``--model`` or ``--batch-norm`` is kept, so a file that disagrees is refused with advice."""
+    if args.model is None and getattr(args, "params", None) is not None:
+        _check_file("--params", Path(args.params))
+        found = _params_variant(Path(args.params))
+        if found is not None:
+            args.model, args.batch_norm = found[0], bool(args.batch_norm) or found[1]
+    args.model = args.model or "simpleconvnet"
+
+
 def _checkpoint_variant(checkpoint: Path) -> tuple[str, bool] | None:
     """The variant whose parameters (names and shapes) a checkpoint holds, if any."""
     from .io import npz_info
@@ -161,13 +183,16 @@ def _init(text: str) -> float | str:
 
 #: Training options a checkpoint records, with their defaults for a fresh run.
 TRAIN_DEFAULTS = {"optimizer": "adam", "lr": 0.001, "batch_size": 100, "seed": 0, "init": "he"}
+#: ``--epochs`` of a fresh run, and of a resumed one whose checkpoint does not record its own.
+DEFAULT_EPOCHS = 20
 
 
 def _resume_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict, list[str]]:
-    """Options for a resumed run: the checkpoint's, except an explicit ``--lr`` (said so).
+    """Options for a resumed run: the checkpoint's, except an explicit ``--lr`` or ``--epochs``.
 
-    An explicit option that contradicts what the checkpoint continues is refused. Batch
-    normalisation is read from the checkpoint's arrays (its ``norm*`` layers).
+    An explicit option that contradicts what the checkpoint continues is refused, and so is a
+    target of epochs the checkpoint has already reached. Batch normalisation is read from the
+    checkpoint's arrays (its ``norm*`` layers).
     """
     from .train import checkpoint_config
 
@@ -196,14 +221,128 @@ def _resume_settings(args: argparse.Namespace, checkpoint: Path) -> tuple[dict, 
     notes = []
     if "lr" in given and "lr" in saved and given["lr"] != saved["lr"]:
         notes.append(f"lr {given['lr']} replaces the checkpoint's {saved['lr']}")
+    settings["epochs"] = args.epochs or saved.get("epochs") or DEFAULT_EPOCHS
+    unknown = args.epochs is None and "epochs" not in saved
+    if unknown:  # a checkpoint of an earlier version
+        notes.append(
+            f"{checkpoint} does not record the --epochs it was started with: training to "
+            f"{DEFAULT_EPOCHS}, the default (pass --epochs to choose)"
+        )
+    done, target = saved.get("epoch", 0), settings["epochs"]
+    if done >= target:
+        run = checkpoint.parent
+        asked = f"--epochs {target}" + (" (the default)" if unknown else "")
+        if args.epochs is None and not unknown:
+            raise ValueError(
+                f"{run} holds a finished run: {done} of its {target} epochs trained, nothing is "
+                f"left to train: pass a larger --epochs to continue it"
+            )
+        raise ValueError(
+            f"{run} holds a run trained for {done} epochs; {asked} leaves nothing to train: "
+            "pass a larger --epochs to continue it"
+        )
     return settings, notes
+
+
+def _run_summary(checkpoint: Path) -> str:
+    """What a run's checkpoint holds, e.g. 'DeepConvNet, epoch 3 of 20' (', finished')."""
+    from .train import checkpoint_config
+
+    try:
+        saved, found = checkpoint_config(checkpoint), _checkpoint_variant(checkpoint)
+    except (OSError, ValueError) as e:
+        return f"a checkpoint that cannot be read: {e}"
+    name = _variant_name(*found) if found is not None else "an unknown network"
+    done, target = saved["epoch"], saved.get("epochs")
+    if target is None:  # a checkpoint of an earlier version
+        return f"{name}, epoch {done}"
+    return f"{name}, epoch {done} of {target}" + (", finished" if done >= target else "")
+
+
+def _default_run() -> Path:
+    """``--resume`` without ``--out`` and ``--model``: the one default folder (runs/MODEL)
+    that holds a checkpoint, or the one whose run is unfinished; otherwise refused."""
+    folders = list(dict.fromkeys(Path("runs") / model for model, _ in VARIANTS))
+    found = [f for f in folders if (f / "checkpoint.npz").is_file()]
+    if not found:
+        where = " or ".join(str(f / "checkpoint.npz") for f in folders)
+        raise FileNotFoundError(f"--resume: no checkpoint at {where}")
+    summaries = {f: _run_summary(f / "checkpoint.npz") for f in found}
+    unfinished = [f for f in found if not summaries[f].endswith(", finished")]
+    if len(found) > 1 and len(unfinished) == 1:
+        print(f"--resume: continuing {unfinished[0]}, the only unfinished run in a default folder")
+        return unfinished[0]
+    if len(found) > 1:
+        runs = "; ".join(f"{f} ({summaries[f]})" for f in found)
+        raise ValueError(
+            f"--resume: more than one run to continue: {runs}; choose one with --out DIR "
+            "(or --model MODEL)"
+        )
+    print(f"--resume: continuing {found[0]}, the only default folder with a checkpoint")
+    return found[0]
+
+
+def _check_fresh_folder(out: Path, overwrite: bool) -> None:
+    """A new run never mixes with an earlier one: refuse a folder that holds a run (its
+    checkpoint or params) unless ``--overwrite`` is given."""
+    held = [name for name in ("checkpoint.npz", "params.npz") if (out / name).is_file()]
+    if held and not overwrite:
+        what = _run_summary(out / "checkpoint.npz") if held[0] == "checkpoint.npz" else "params"
+        raise FileExistsError(
+            f"--out: {out} already holds a run ({', '.join(held)}: {what}); continue it with "
+            "--resume, train into another folder with --out DIR, or replace it with --overwrite"
+        )
+
+
+def _remove_earlier_run(out: Path) -> None:
+    """``--overwrite``: remove the files ``train`` writes (``RUN_FILES``), and only those."""
+    removed = [name for name in RUN_FILES if (out / name).is_file()]
+    for name in removed:
+        (out / name).unlink()
+    if removed:
+        print(f"--overwrite: removed the earlier run's {', '.join(removed)} from {out}/")
+
+
+def _interrupted(trainer, checkpoint: Path, out: Path) -> KeyboardInterrupt:
+    """The Ctrl-C of a training run, saying what its checkpoint holds and how to continue."""
+    import shlex
+
+    from .train import checkpoint_config
+
+    try:  # what the file holds, not what the trainer counted: the save itself may be cut
+        done = checkpoint_config(checkpoint)["epoch"] if checkpoint.is_file() else None
+    except (OSError, ValueError):
+        done = None
+    if trainer.epoch > (done or 0):  # the epoch ended, its checkpoint was not written
+        when = f"while saving epoch {trainer.epoch} of {trainer.epochs}"
+    elif trainer.epoch < trainer.epochs:
+        when = f"in epoch {trainer.epoch + 1} of {trainer.epochs}"
+    else:
+        when = f"after epoch {trainer.epochs} of {trainer.epochs}, while writing the results"
+    if done is None:
+        return KeyboardInterrupt(f"{when}; no checkpoint was written yet, so nothing was saved")
+    if done >= trainer.epochs:
+        return KeyboardInterrupt(
+            f"{when}; {checkpoint} holds all {done} epochs, but the other files in {out} may "
+            "be missing or stale"
+        )
+    return KeyboardInterrupt(
+        f"{when}; {checkpoint} holds epoch {done}; continue with: "
+        f"tinygrad-cnn train --out {shlex.quote(str(out))} --resume"
+    )
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .train import Trainer
 
+    if args.resume and args.overwrite:
+        raise ValueError("--resume continues the run in the folder, --overwrite replaces it: "
+                         "pass one of them")  # fmt: skip
     given_model, args.model = args.model, args.model or "simpleconvnet"
-    out = Path(args.out if args.out is not None else f"runs/{args.model}")
+    if args.resume and args.out is None and given_model is None:
+        out = _default_run()  # the interrupted run may be any model's
+    else:
+        out = Path(args.out if args.out is not None else f"runs/{args.model}")
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"--out: {out} exists and is not a folder")
     checkpoint = out / "checkpoint.npz"
@@ -219,6 +358,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings, notes = {k: given[k] if given[k] is not None else v
                            for k, v in TRAIN_DEFAULTS.items()}, []  # fmt: skip
         settings["batch_norm"] = bool(args.batch_norm)
+        settings["epochs"] = args.epochs or DEFAULT_EPOCHS
+        _network(args.model, batch_norm=settings["batch_norm"])  # a bad option before any file
+        _check_fresh_folder(out, args.overwrite)
     (x_train, t_train), (x_test, t_test) = _load(args.dataset, args.data_dir)
     if args.limit:
         x_train, t_train = x_train[: args.limit], t_train[: args.limit]
@@ -226,7 +368,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     lr = settings["lr"] or TRAIN_DEFAULTS["lr"]  # on resume, the checkpoint's replaces it
     trainer = Trainer(
         net, x_train, t_train, x_test, t_test,
-        epochs=args.epochs, mini_batch_size=settings["batch_size"],
+        epochs=settings["epochs"], mini_batch_size=settings["batch_size"],
         optimizer=settings["optimizer"], optimizer_param={"lr": lr},
         progress=not args.quiet, seed=settings["seed"], checkpoint=checkpoint,
         monitor=args.monitor,
@@ -239,19 +381,31 @@ def cmd_train(args: argparse.Namespace) -> int:
     seed = "of the checkpoint" if settings["seed"] is None else settings["seed"]
     print(
         f"training {_variant_name(args.model, settings['batch_norm'])} on {args.dataset} "
-        f"MNIST: {len(x_train):,} train / "
-        f"{len(x_test):,} test images, {args.epochs} epochs, batch {settings['batch_size']}, "
+        f"MNIST: {len(x_train):,} train / {len(x_test):,} test images, "
+        f"{settings['epochs']} epochs, batch {settings['batch_size']}, "
         f"{settings['optimizer']} lr={trainer.optimizer.lr}, "
         + (start if args.resume else f"init {settings['init']}")
         + f", seed {seed}"
         + "".join(f"; {note}" for note in notes),
         flush=True,
     )
+    if args.overwrite:  # only now: a run that fails to start leaves the earlier one whole
+        _remove_earlier_run(out)
     out.mkdir(parents=True, exist_ok=True)
     if not args.resume:  # the weights training starts from, for `plot filters|activations`
         net.save_params(out / INIT_PARAMS)
     initial = _initial_network(out / INIT_PARAMS, args.model, settings["batch_norm"])
     probe, filters_before, acts_first = _before_training(initial, x_test)
+    try:
+        return _train_and_write(args, trainer, out, settings, probe, filters_before, acts_first,
+                                (x_train, t_train, x_test, t_test))  # fmt: skip
+    except KeyboardInterrupt:
+        raise _interrupted(trainer, checkpoint, out) from None
+
+
+def _train_and_write(args, trainer, out, settings, probe, filters_before, acts_first, data):
+    """Train, then write the run's files and say so."""
+    (x_train, t_train, x_test, t_test), net = data, trainer.network
     history = trainer.train()
     net.save_params(out / "params.npz")
     from .io import atomic_write
@@ -302,6 +456,10 @@ def _plot_accuracy(history: dict, path: Path) -> list[str]:
 
 #: The weights a run starts from, written by ``train`` next to params.npz.
 INIT_PARAMS = "init_params.npz"
+#: Every file ``train`` writes into its folder: what ``--overwrite`` removes, and nothing else.
+RUN_FILES = ("params.npz", "history.json", "checkpoint.npz", INIT_PARAMS, "accuracy.png",
+             "monitor.png", "filters.png", "mistakes.png", "confusion.png", "activations.png",
+             "graph.svg")  # fmt: skip
 #: How both routes (``train``'s pictures and ``plot``) title the two moments.
 MOMENTS = ("before training", "after training")
 
@@ -359,6 +517,7 @@ def _plot_pictures(net, filters_before, acts_first, probe, x_test, t_test, out: 
 def cmd_plot(args: argparse.Namespace) -> int:
     from . import plots
 
+    _model_of_params(args)
     params, out = Path(args.params), Path(args.out or f"{args.what}.png")
     try:
         plots.picture_format("plot", out)
@@ -423,6 +582,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .models import accuracy
     from .nn import predict_classes
 
+    _model_of_params(args)
     params = Path(args.params)
     net = _network(args.model, batch_norm=args.batch_norm)
     _load_params(net, params, args.model, args.batch_norm)
@@ -464,6 +624,7 @@ def _option_error(option: str, e: OSError | ValueError) -> OSError | ValueError:
 def cmd_graph(args: argparse.Namespace) -> int:
     from .viz import draw_graph, save_graph
 
+    _model_of_params(args)
     if args.grads and args.html is not None and args.out is None:
         raise ValueError(
             "--grads labels the --out picture with gradient norms; the --html explorer always "
@@ -496,6 +657,7 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_audit(args: argparse.Namespace) -> int:
     from .audit import audit_graph
 
+    _model_of_params(args)
     net, loss = _demo_loss(args.model, args.params, args.batch_norm)
     report = audit_graph(loss)
     print(f"gradient audit of {_describe(net, args.params)}, float64")
@@ -710,14 +872,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 def _model_options(p: argparse.ArgumentParser) -> None:
     train = p.prog.endswith(" train")
     p.add_argument(
-        "--model", type=str.lower, choices=MODELS, default=None if train else "simpleconvnet",
+        "--model", type=str.lower, choices=MODELS,
         help="the network (any case); default simpleconvnet"
-        + (", or with --resume the checkpoint's" if train else ""),
+        + (", or with --resume the checkpoint's" if train else ", or the one --params holds"),
     )  # fmt: skip
     p.add_argument(
         "--batch-norm", action="store_true", default=None,
         help="DeepConvNet with batch normalisation (only with --model deepconvnet)"
-        + ("; --resume keeps the checkpoint's" if p.prog.endswith(" train") else ""),
+        + ("; --resume keeps the checkpoint's" if train else "; default: as --params holds"),
     )  # fmt: skip
 
 
@@ -739,7 +901,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir", type=_path, help="folder with the MNIST IDX files (for --dataset mnist)"
     )
-    p.add_argument("--epochs", type=_positive, default=20)
+    p.add_argument(
+        "--epochs", type=_positive,
+        help=f"train up to this many epochs (default {DEFAULT_EPOCHS}; with --resume, the "
+        "checkpoint's, so an interrupted run ends where it was meant to)",
+    )  # fmt: skip
     # Options a checkpoint records default to None, so --resume can tell which were given.
     p.add_argument("--batch-size", type=_positive, help="default 100")
     p.add_argument("--optimizer", type=str.lower, choices=OPTIMIZERS, help="default adam")
@@ -753,7 +919,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=_non_negative, help="default 0")
     p.add_argument("--out", type=_path, help="output folder (default runs/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.npz")
+    p.add_argument(
+        "--resume", action="store_true",
+        help="continue from OUT/checkpoint.npz; without --out and --model, from the one "
+        "runs/MODEL folder that holds a checkpoint",
+    )  # fmt: skip
+    p.add_argument(
+        "--overwrite", action="store_true",
+        help="start afresh in an OUT that holds a run, removing the files train wrote there "
+        "(without it such an OUT is refused, so no run is lost or mixed with another)",
+    )  # fmt: skip
     p.add_argument("--quiet", action="store_true", help="no progress bar (per-epoch lines stay)")
     p.add_argument("--limit", type=_positive, help="train on the first N images (quick trials)")
     p.add_argument(
@@ -858,8 +1033,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `tinygrad-cnn evaluate ... | head`: the reader left
         sys.stderr.close()
         return 141
-    except KeyboardInterrupt:
-        print("tinygrad-cnn: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as e:  # train's says what was saved and how to continue
+        detail = f" {e.args[0]}" if e.args else ""
+        print(f"tinygrad-cnn: interrupted{detail}", file=sys.stderr)
         return 130
     except (OSError, ValueError, RuntimeError) as e:
         msg = str(e)

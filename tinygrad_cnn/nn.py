@@ -335,6 +335,9 @@ class MaxPool2d(Module):
     def forward(self, x: Tensor) -> Tensor:
         return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
 
+    def extra_repr(self) -> str:
+        return f"kernel_size={self.kernel_size}, stride={self.stride}, padding={self.padding}"
+
 
 class AvgPool2d(MaxPool2d):
     """Average pooling layer: (N, C, H, W) -> (N, C, OH, OW); see ``functional.avg_pool2d``."""
@@ -402,6 +405,9 @@ class Dropout(Module):
             return x if self.inverted else F.mul(x, Tensor(np.asarray(scale)))
         keep = (self.rng.random(x.shape) >= self.p).astype(x.dtype)
         return F.mul(x, Tensor(keep / scale if self.inverted else keep))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}" + ("" if self.inverted else ", inverted=False")
 
 
 class Sequential(Module):

@@ -249,6 +249,7 @@ class Trainer:
             arrays[f"optim/{key}"] = np.asarray(value)
         meta = {
             "epoch": self.epoch,
+            "epochs": self.epochs,  # the run's target: a resume without --epochs keeps it
             "history": self.history,
             "batches": self.batches.state_dict(),
             "config": self.config,
@@ -403,7 +404,8 @@ def _parse_meta(path: str | Path, text: str, config: dict[str, Any]) -> tuple[in
 
 
 def checkpoint_config(path: str | Path) -> dict[str, Any]:
-    """What a checkpoint was trained with: its ``config`` plus ``lr``, ``seed`` and ``epoch``.
+    """What a checkpoint was trained with: its ``config`` plus ``lr``, ``seed``, ``epoch`` (done)
+    and ``epochs`` (the run's target).
 
     Keys that the file does not record (checkpoints of earlier versions) are absent.
     """
@@ -414,6 +416,8 @@ def checkpoint_config(path: str | Path) -> dict[str, Any]:
         meta = json.loads(str(arrays["meta"]))
         config = dict(meta.get("config") or {})
         config["epoch"] = int(meta["epoch"])
+        if type(meta.get("epochs")) is int:  # absent in checkpoints of earlier versions
+            config["epochs"] = meta["epochs"]
         if meta.get("seed") is not None:
             config["seed"] = int(meta["seed"])
         if "optim/lr" in arrays:

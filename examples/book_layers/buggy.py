@@ -14,6 +14,7 @@ import numpy as np
 
 from .layers import (
     Affine,
+    BatchNormalization,
     Convolution,
     Dropout,
     Pooling,
@@ -152,6 +153,19 @@ class PoolingNoTranspose(Pooling):
         return col2im(dcol, self.x.shape, self.pool_h, self.pool_w, self.stride, self.pad)
 
 
+class BatchNormNoMean(BatchNormalization):
+    def backward(self, dout):
+        dout = dout.reshape(dout.shape[0], -1)  # (N, C, H, W) -> (N, C*H*W), as forward
+        self.dbeta = dout.sum(axis=0)
+        self.dgamma = np.sum(self.xn * dout, axis=0)
+        dxn = self.gamma * dout
+        dxc = dxn / self.std
+        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
+        dxc += (2.0 / self.batch_size) * self.xc * (0.5 * dstd / self.std)
+        dx = dxc  # BUG: dx = dxc - dmu / N; the mean term (dmu = dxc.sum(axis=0)) is missing
+        return dx.reshape(*self.input_shape)
+
+
 def buggy_simpleconvnet():
     """The book's SimpleConvNet with the pooling bug above, for ``check_network``."""
     net = SimpleConvNet(seed=0)
@@ -191,6 +205,11 @@ def bias_axis_affine():
     return AffineBiasAxis(*_params(12, 5))
 
 
+def batchnorm_no_mean():
+    gamma, beta = _params(5)
+    return BatchNormNoMean(1 + 0.1 * gamma, 0.1 * beta)
+
+
 def overwrite_convolution():
     return ConvolutionOverwrite(*_params(3, 2, 3, 3))
 
@@ -210,5 +229,6 @@ BUGS = {
     "overwrite_convolution": ("window-overlap", "2,2,6,6"),
     "ReluInverted": ("mask-inverted", "2,3,4,4"),
     "ReluMaskFromDout": ("mask-wrong-array", "2,3,4,4"),
+    "batchnorm_no_mean": ("missing-mean", "8,5"),
     "SigmoidHalf": ("unrecognised", "3,5"),
 }
