@@ -12,15 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_cnn import Tensor, cli
+from tinygrad_cnn import Tensor, cli, cli_check
 from tinygrad_cnn.audit import audit_graph
 from tinygrad_cnn.book import CATALOGUE, LayerError, as_function, check_layer, check_network
 from tinygrad_cnn.data import load_mnist_mini
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLDER = ROOT / "examples" / "book_layers"
-layers = cli._import_file(FOLDER / "layers.py")
-buggy = cli._import_file(FOLDER / "buggy.py")
+layers = cli_check._import_file(FOLDER / "layers.py")
+buggy = cli_check._import_file(FOLDER / "buggy.py")
 rng = np.random.default_rng(0)
 
 

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_cnn import Tensor, cli, col2im, im2col, nn, no_grad
+from tinygrad_cnn import Tensor, cli, cli_check, col2im, im2col, nn, no_grad
 from tinygrad_cnn.models import DeepConvNet, SimpleConvNet
 from tinygrad_cnn.nn import Dropout, Linear, Module, Parameter
 from tinygrad_cnn.optim import Adam
 
-book = cli._import_file(Path(__file__).resolve().parents[1] / "examples/book_layers/layers.py")
+book = cli_check._import_file(
+    Path(__file__).resolve().parents[1] / "examples/book_layers/layers.py"
+)
 X = np.random.default_rng(0).standard_normal((2, 3, 9, 9))
 
 

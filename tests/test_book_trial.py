@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinygrad_cnn import Tensor, cli, col2im, im2col
+from tinygrad_cnn import Tensor, cli, cli_check, col2im, im2col
 from tinygrad_cnn.audit import audit_graph
 from tinygrad_cnn.book import as_function, check_layer, check_network
 
 FOLDER = Path(__file__).resolve().parents[1] / "examples" / "book_layers"
-layers = cli._import_file(FOLDER / "layers.py")
-buggy = cli._import_file(FOLDER / "buggy.py")
+layers = cli_check._import_file(FOLDER / "layers.py")
+buggy = cli_check._import_file(FOLDER / "buggy.py")
 rng = np.random.default_rng(15)
 X = rng.random((6, 1, 10, 10))
 T = rng.integers(0, 4, 6)

@@ -204,10 +204,10 @@ def test_a_params_file_of_another_model_names_the_options_that_read_it(tmp_path,
 
 
 def test_batch_norm_is_kept_on_resume_and_refused_elsewhere(tmp_path, capsys, monkeypatch):
-    import tinygrad_cnn.cli as cli
+    import tinygrad_cnn.cli_train as cli_train
 
     for drawing in ("_plot_accuracy", "_plot_pictures", "_graph"):  # tested elsewhere; slow here
-        monkeypatch.setattr(cli, drawing, lambda *args: [])
+        monkeypatch.setattr(cli_train, drawing, lambda *args: [])
     out = tmp_path / "run"
     argv = ["train", "--model", "deepconvnet", "--limit", "50", "--batch-size", "50", "--quiet",
             "--out", str(out)]  # fmt: skip

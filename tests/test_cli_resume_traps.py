@@ -13,6 +13,8 @@ import numpy as np
 import pytest
 
 import tinygrad_cnn.cli as cli
+import tinygrad_cnn.cli_plot as cli_plot
+import tinygrad_cnn.cli_train as cli_train
 from tinygrad_cnn import io as tio
 from tinygrad_cnn.cli import main
 from tinygrad_cnn.train import Trainer
@@ -24,10 +26,11 @@ def tiny_runs(tmp_path, monkeypatch):
     from tinygrad_cnn.data import load_mnist_mini
 
     (x, t), (xt, tt) = load_mnist_mini()
-    monkeypatch.setattr(cli, "_load", lambda dataset, data_dir: ((x[:100], t[:100]),
-                                                                 (xt[:50], tt[:50])))  # fmt: skip
+    tiny = ((x[:100], t[:100]), (xt[:50], tt[:50]))
+    for module in (cli, cli_plot, cli_train):  # evaluate, plot, train
+        monkeypatch.setattr(module, "_load", lambda dataset, data_dir: tiny)
     for drawing in ("_plot_accuracy", "_plot_pictures", "_graph"):
-        monkeypatch.setattr(cli, drawing, lambda *args: [])
+        monkeypatch.setattr(cli_train, drawing, lambda *args: [])
     monkeypatch.chdir(tmp_path)
 
 

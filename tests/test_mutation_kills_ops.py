@@ -651,18 +651,22 @@ def test_window_views_are_read_only() -> None:
     assert not xp.any()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="axis 0 of a 0-d input passes normalize_axes (its range is -ndim <= a < max(ndim, 1)) "
-    "and reaches NumPy: AxisError, or a bare IndexError in mean and var",
-)
-@pytest.mark.parametrize("reduce", [F.sum, F.mean, F.max, F.var, F.logsumexp, F.norm])
-def test_reducing_a_0d_input_over_axis_0_is_answered_by_the_op(reduce) -> None:
-    """squeeze, flip, softmax and argmax take axis 0 of a 0-d input (as NumPy's reductions
-    do); the reductions pass the same check, so each must reduce nothing or refuse by name."""
-    try:
-        y = reduce(Tensor(np.array(3.0)), axis=0)
-    except ValueError as e:
-        assert str(e).startswith(f"{reduce.__name__}: axis 0 is out of range"), str(e)
-    else:
-        assert y.shape == ()
+@pytest.mark.parametrize("reduce", [F.sum, F.mean, F.max, F.logsumexp, F.norm])
+def test_reducing_a_0d_input_over_axis_0_gives_its_one_value(reduce) -> None:
+    """squeeze, flip, softmax and argmax take axis 0 of a 0-d input (as NumPy's sum and max
+    do); the reductions take it too and reduce nothing: the value, and a gradient of 1."""
+    x = Tensor(np.array(3.0), requires_grad=True)
+    y = reduce(x, axis=0)
+    y.backward()
+    assert y.shape == () and float(y.data) == 3.0 and float(x.grad) == 1.0
+    with pytest.raises(ValueError, match=rf"^{reduce.__name__}: axis 1 is out of range .* 0 dims"):
+        reduce(x, axis=1)
+
+
+def test_var_of_a_0d_input_over_axis_0_has_one_element_per_group() -> None:
+    x = Tensor(np.array(3.0))
+    assert float(F.var(x, axis=0, correction=0).data) == 0.0
+    with pytest.raises(
+        ValueError, match=r"^var: 1 elements per group .* correction=1 \(input \(\), axis 0\)"
+    ):
+        F.var(x, axis=0)

@@ -193,7 +193,7 @@ def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # 
     Tensor, S without (or with length-1) reduced axes; shape () for ``axis=None``.
     """
     x = as_tensor(x)
-    axes = _shape.normalize_axes(axis, x.ndim, "sum")
+    axes = _shape.reduction_axes(axis, x.ndim, "sum")
     return _shape.Sum.apply(x, axis=axes, keepdims=_flag("sum", "keepdims", keepdims))
 
 
@@ -201,7 +201,7 @@ def sum(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:  # 
 def mean(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tensor:
     """Mean over axes; same arguments and shapes as :func:`sum`."""
     x = as_tensor(x)
-    axes = _shape.normalize_axes(axis, x.ndim, "mean")
+    axes = _shape.reduction_axes(axis, x.ndim, "mean")
     return _shape.Mean.apply(x, axis=axes, keepdims=_flag("mean", "keepdims", keepdims))
 
 
@@ -222,6 +222,7 @@ def max(x: TensorLike, axis: int | None = None, keepdims: bool = False) -> Tenso
     """
     if axis is not None:
         x, axis = _one_axis(x, axis, "max")
+        axis = axis if x.ndim else None  # a 0-d input's axis 0: its one value
     x = as_tensor(x)
     if x.size == 0:
         raise ValueError(f"max: cannot take the max of an empty tensor of shape {x.shape}")

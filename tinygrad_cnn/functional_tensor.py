@@ -392,7 +392,7 @@ def var(x: TensorLike, axis: Axis = None, correction: int = 1, keepdims: bool = 
     ``n <= correction``.
     """
     x = as_tensor(x)
-    axes = _shape.normalize_axes(axis, x.ndim, "var")
+    axes = _shape.reduction_axes(axis, x.ndim, "var")
     keep = _flag("var", "keepdims", keepdims)
     n = _count(x, axes)
     if not _shape.is_int(correction) or correction < 0:
@@ -425,7 +425,7 @@ def logsumexp(x: TensorLike, axis: Axis = None, keepdims: bool = False) -> Tenso
     Tensor, S without (or with length-1) reduced axes. The gradient is ``softmax(x)``.
     """
     x = as_tensor(x)
-    axes = _shape.normalize_axes(axis, x.ndim, "logsumexp")
+    axes = _shape.reduction_axes(axis, x.ndim, "logsumexp")
     return _sel.LogSumExp.apply(x, axis=axes, keepdims=_flag("logsumexp", "keepdims", keepdims))
 
 
@@ -447,7 +447,7 @@ def norm(x: TensorLike, p: float | str = 2, axis: Axis = None, keepdims: bool = 
     Tensor, S without (or with length-1) reduced axes
     """
     x = as_tensor(x)
-    axes = _shape.normalize_axes(axis, x.ndim, "norm")
+    axes = _shape.reduction_axes(axis, x.ndim, "norm")
     keep = _flag("norm", "keepdims", keepdims)
     if p == "fro" or p == 2:
         return _sel.Norm.apply(x, axis=axes, keepdims=keep)

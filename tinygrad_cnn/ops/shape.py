@@ -35,6 +35,14 @@ def normalize_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
+def reduction_axes(axis: Any, ndim: int, op: str) -> tuple[int, ...]:
+    """``normalize_axes`` for a reduction: axis 0 of a 0-d input (which ``normalize_axes``
+    accepts, as squeeze and argmax need) reduces nothing, so the result is the input's one
+    value, as NumPy's ``sum`` and ``max`` answer."""
+    axes = normalize_axes(axis, ndim, op)
+    return axes if ndim else ()
+
+
 def _expand(gy: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
     """Reinsert reduced axes as size 1 so ``gy`` broadcasts against the input."""
     return gy if keepdims else np.expand_dims(gy, axes)
