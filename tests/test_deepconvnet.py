@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 from oracles import conv2d_naive
 
 from tinygrad_cnn.cli import main
-from tinygrad_cnn.models import DeepConvNet
+from tinygrad_cnn.models import DeepConvNet, SimpleConvNet
 from tinygrad_cnn.optim import Adam, get_optimizer
 from tinygrad_cnn.picklesafe import load_book_pickle
 from tinygrad_cnn.tensor import Tensor
@@ -319,3 +320,16 @@ def test_the_batch_norm_variant_trains_and_keeps_its_statistics(tmp_path):
     again.load_params(tmp_path / "bn.npz")
     for (k, a), b in zip(net.state_dict().items(), again.state_dict().values(), strict=True):
         np.testing.assert_array_equal(a, b, err_msg=k)
+
+
+@pytest.mark.parametrize("make", [lambda: DeepConvNet(seed=0), lambda: SimpleConvNet(seed=0)])
+def test_integer_pixels_up_to_255_are_used_with_a_warning(make):
+    """The book's load_mnist(normalize=False) gives uint8 0-255; the nets expect [0, 1]."""
+    net, raw = make(), np.full((2, 1, 28, 28), 255, np.uint8)
+    with pytest.warns(UserWarning, match=r"integers up to 255 \(uint8\).*normalize=True.*x / 255"):
+        logits = net.predict(raw).numpy()
+    np.testing.assert_array_equal(logits, net.predict(raw.astype(np.float32)).numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # 0/1 integers and floats of any size: no warning
+        net.predict(np.ones((2, 1, 28, 28), np.int64))
+        net.predict(np.full((2, 1, 28, 28), 255.0, np.float32))

@@ -256,3 +256,12 @@ def test_repr_shows_dropout_kind_and_pooling_geometry():
     assert repr(nn.Dropout(0.5, inverted=False)) == "Dropout(p=0.5, inverted=False)"
     assert repr(nn.MaxPool2d(2, 2)) == "MaxPool2d(kernel_size=2, stride=2, padding=0)"
     assert repr(nn.AvgPool2d(3, padding=1)) == "AvgPool2d(kernel_size=3, stride=None, padding=1)"
+
+
+def test_linear_on_unflattened_images_says_to_flatten_first():
+    x = np.zeros((8, 1, 28, 28), np.float32)
+    with pytest.raises(ValueError, match=r"flatten x first.*x\.reshape\(8, -1\)"):
+        nn.Linear(784, 10)(x)
+    with pytest.raises(ValueError, match=r"got x \(8, 1, 28, 28\) and w \(780, 10\)") as e:
+        nn.Linear(780, 10)(x)  # no flattening would fit: no hint
+    assert "flatten" not in str(e.value)

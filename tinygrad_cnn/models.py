@@ -329,7 +329,7 @@ class SimpleConvNet(BookNetwork):
     def forward(self, x: Any) -> Tensor:
         """Logits (N, output_size). Image arrays are cast to the parameters' dtype (float32)."""
         if not isinstance(x, Tensor):
-            x = Tensor(np.asarray(x).astype(self.conv1.weight.dtype, copy=False))
+            x = _as_images("SimpleConvNet", x, self.conv1.weight.dtype)
         _check_images("SimpleConvNet", x, self.input_dim, always=False)
         x = self.pool1(self.relu1(self.conv1(x)))
         return self.fc2(self.relu2(self.fc1(self.flatten(x))))
@@ -375,6 +375,20 @@ def _image_shape_hint(input_dim: tuple[int, ...], shape: tuple[int, ...]) -> str
     if shape[1:] == (H, W, C):
         return "channels last (N, H, W, C); use x.transpose(0, 3, 1, 2)"
     return ""
+
+
+def _as_images(who: str, x: Any, dtype: np.dtype) -> Tensor:
+    """Images (N, C, H, W) as a Tensor of the parameters' dtype. Integer pixels above 1 (the
+    0-255 of ``load_mnist(normalize=False)``) are used as they are, with a warning: the book's
+    networks and their init scales are made for floats in [0, 1]."""
+    a = np.asarray(x)
+    if a.dtype.kind in "ui" and a.size and a.max() > 1:
+        warnings.warn(
+            f"{who}: the images are integers up to {a.max()} ({a.dtype}); the book's networks "
+            "expect floats in [0, 1]: load them with load_mnist(normalize=True), or pass x / 255",
+            stacklevel=4,
+        )
+    return Tensor(a.astype(dtype, copy=False))
 
 
 def _check_images(who: str, x: Tensor, input_dim: tuple[int, ...], always: bool) -> None:
@@ -494,7 +508,7 @@ class DeepConvNet(BookNetwork):
     def forward(self, x: Any) -> Tensor:
         """Logits (N, output_size); Dropout follows the module's mode (``train()``/``eval()``)."""
         if not isinstance(x, Tensor):
-            x = Tensor(np.asarray(x).astype(self.conv1.weight.dtype, copy=False))
+            x = _as_images("DeepConvNet", x, self.conv1.weight.dtype)
         _check_images("DeepConvNet", x, self.input_dim, always=True)
         for layer in self._modules.values():
             x = layer(x)

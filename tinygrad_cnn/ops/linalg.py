@@ -75,8 +75,16 @@ class Linear(Function):
 
     def forward(self, x, w, b=None):
         if x.ndim != 2 or w.ndim != 2 or x.shape[1] != w.shape[0]:
+            flat = x.ndim > 2 and w.ndim == 2 and int(np.prod(x.shape[1:])) == w.shape[0]
+            hint = (  # the book's Affine flattens by itself; ours wants it done first
+                f": flatten x first, as the book's Affine does inside (nn.Flatten() before "
+                f"the layer, or x.reshape({x.shape[0]}, -1))"
+                if flat
+                else ""
+            )
             raise ValueError(
                 f"linear: expected x (N, IN) and w (IN, OUT), got x {x.shape} and w {w.shape}"
+                + hint
             )
         if b is not None and b.shape != (w.shape[1],):
             raise ValueError(f"linear: b must have shape ({w.shape[1]},), got {b.shape}")
