@@ -264,3 +264,12 @@ def test_help_describes_the_new_behaviour(capsys):
     with pytest.raises(SystemExit):
         main(["evaluate", "--help"])
     assert "the one --params holds" in " ".join(capsys.readouterr().out.split())
+
+
+def test_the_default_folder_is_named_as_the_default_when_it_holds_a_run(capsys):
+    assert main([*TRAIN, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*TRAIN, "--epochs", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "runs/simpleconvnet (the default --out) already holds a run" in err
+    assert "--out: runs" not in err

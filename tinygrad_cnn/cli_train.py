@@ -131,14 +131,15 @@ def _default_run() -> Path:
     return found[0]
 
 
-def _check_fresh_folder(out: Path, overwrite: bool) -> None:
+def _check_fresh_folder(out: Path, overwrite: bool, given: bool = True) -> None:
     """A new run never mixes with an earlier one: refuse a folder that holds a run (its
-    checkpoint or params) unless ``--overwrite`` is given."""
+    checkpoint or params) unless ``--overwrite`` is given; ``given``: the user named it."""
     held = [name for name in ("checkpoint.npz", "params.npz") if (out / name).is_file()]
     if held and not overwrite:
         what = _run_summary(out / "checkpoint.npz") if held[0] == "checkpoint.npz" else "params"
+        where = f"--out: {out}" if given else f"{out} (the default --out)"
         raise FileExistsError(
-            f"--out: {out} already holds a run ({', '.join(held)}: {what}); continue it with "
+            f"{where} already holds a run ({', '.join(held)}: {what}); continue it with "
             "--resume, train into another folder with --out DIR, or replace it with --overwrite"
         )
 
@@ -209,7 +210,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         settings["batch_norm"] = bool(args.batch_norm)
         settings["epochs"] = args.epochs or DEFAULT_EPOCHS
         _network(args.model, batch_norm=settings["batch_norm"])  # a bad option before any file
-        _check_fresh_folder(out, args.overwrite)
+        _check_fresh_folder(out, args.overwrite, given=args.out is not None)
     (x_train, t_train), (x_test, t_test) = _load(args.dataset, args.data_dir)
     if args.limit:
         x_train, t_train = x_train[: args.limit], t_train[: args.limit]
