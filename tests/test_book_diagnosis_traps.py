@@ -1,33 +1,27 @@
 """Diagnoses that a user trial found wrong: a bias summed over the wrong axis, checked through
 a whole network (where softmax-loss rows sum to 0), and batch norm without its mean term.
 
-The book-style classes are written here, as a reader of the book's chapters 5 and 6 would.
+The correct book-style layers are those of ``examples/book_layers/layers.py``; the bugs are
+planted here (and batch norm's missing mean in ``examples/book_layers/buggy.py``).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from tinygrad_cnn import cli_check
 from tinygrad_cnn.book import check_layer, check_network
 from tinygrad_cnn.bookdiag import Evidence, diagnose
 
-
-class Affine:
-    def __init__(self, W, b):
-        self.W, self.b = W, b
-        self.x = self.dW = self.db = None
-
-    def forward(self, x):
-        self.x = x
-        return x @ self.W + self.b
-
-    def backward(self, dout):
-        self.dW = self.x.T @ dout
-        self.db = np.sum(dout, axis=0)
-        return dout @ self.W.T
+FOLDER = Path(__file__).resolve().parents[1] / "examples" / "book_layers"
+layers = cli_check._import_file(FOLDER / "layers.py")
+buggy = cli_check._import_file(FOLDER / "buggy.py")
+Affine, Relu, SoftmaxWithLoss = layers.Affine, layers.Relu, layers.SoftmaxWithLoss
+BatchNormalization, BatchNormNoMean = layers.BatchNormalization, buggy.BatchNormNoMean
 
 
 class AffineBiasAxis1(Affine):
@@ -35,36 +29,6 @@ class AffineBiasAxis1(Affine):
         dx = super().backward(dout)
         self.db = np.sum(dout, axis=1)  # BUG: axis=1 instead of axis=0
         return dx
-
-
-class Relu:
-    def __init__(self):
-        self.mask = None
-
-    def forward(self, x):
-        self.mask = x <= 0
-        out = x.copy()
-        out[self.mask] = 0
-        return out
-
-    def backward(self, dout):
-        dout[self.mask] = 0
-        return dout
-
-
-class SoftmaxWithLoss:
-    def __init__(self):
-        self.y = self.t = None
-
-    def forward(self, x, t):
-        e = np.exp(x - x.max(axis=1, keepdims=True))
-        self.y, self.t = e / e.sum(axis=1, keepdims=True), t
-        return -np.sum(np.log(self.y[np.arange(len(t)), t] + 1e-7)) / len(t)
-
-    def backward(self, dout=1):
-        dx = self.y.copy()
-        dx[np.arange(len(self.t)), self.t] -= 1
-        return dx / len(self.t)
 
 
 class TwoLayerNet:
@@ -154,41 +118,6 @@ def test_the_books_log_delta_is_a_near_miss_not_a_mask_or_a_transpose():
         assert r.diagnosis.code == "unrecognised", str(report)
         assert "close to right everywhere" in r.diagnosis.message, str(report)
         assert "log(y + 1e-7)" in r.diagnosis.message
-
-
-class BatchNormalization:
-    """The book's ch. 6 layer on (N, D) inputs (training mode only)."""
-
-    def __init__(self, gamma, beta):
-        self.gamma, self.beta = gamma, beta
-        self.batch_size = self.xc = self.xn = self.std = self.dgamma = self.dbeta = None
-
-    def forward(self, x, train_flg=True):
-        mu = x.mean(axis=0)
-        xc = x - mu
-        std = np.sqrt(np.mean(xc**2, axis=0) + 1e-7)
-        self.batch_size, self.xc, self.std = x.shape[0], xc, std
-        self.xn = xc / std
-        return self.gamma * self.xn + self.beta
-
-    def backward(self, dout):
-        self.dbeta = dout.sum(axis=0)
-        self.dgamma = np.sum(self.xn * dout, axis=0)
-        dxn = self.gamma * dout
-        dxc = dxn / self.std
-        dstd = -np.sum((dxn * self.xc) / (self.std * self.std), axis=0)
-        dvar = 0.5 * dstd / self.std
-        dxc += (2.0 / self.batch_size) * self.xc * dvar
-        return self.finish(dxc)
-
-    def finish(self, dxc):
-        dmu = np.sum(dxc, axis=0)
-        return dxc - dmu / self.batch_size
-
-
-class BatchNormNoMean(BatchNormalization):
-    def finish(self, dxc):
-        return dxc  # BUG: dx = dxc - dmu / N, the mean term is left out
 
 
 class BatchNormNoVar(BatchNormalization):
