@@ -57,6 +57,7 @@ def test_bad_input_gives_a_one_line_error_without_traceback(argv, words, tmp_pat
     import tinygrad_cnn.data as data
 
     monkeypatch.setattr(data, "MIRRORS", [])  # never reach for the network in tests
+    monkeypatch.chdir(tmp_path)  # the default runs/ folder: never the user's, which may hold a run
     (tmp_path / "file.txt").write_text("not an npz")
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     assert main(argv) == 2
